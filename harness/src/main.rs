@@ -1,1 +1,76 @@
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crusades::commands::{self, compress::CompressArgs};
+use crusades::InputError;
+
+/// crusades: the MFU benchmark harness for the Templar Crusades competition (Bittensor SN3).
+#[derive(Parser)]
+#[command(name = "crusades", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the trusted reference: Templar's DeMo windows on a LLaMA-style model.
+    Reference(commands::reference::ReferenceArgs),
+    /// Compress every tensor of a safetensors file as one upload (DCT, top-k, quantisation).
+    Compress(CompressArgs),
+    /// Aggregate uploads of the same tensors (own first, then peers) into the sign update.
+    Aggregate {
+        /// Upload files written by `crusades compress` (or by a reference run's --out).
+        #[arg(required = true, num_args = 1..)]
+        uploads: Vec<PathBuf>,
+        /// Where to write NAME.aggregate and NAME.update.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// cpu, cuda or cuda:N.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Print a JSON report instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Time compression and aggregation on a model's gradient shapes (GB/s of f32 gradient).
+    CompressBench(commands::compress::BenchArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Reference(args) => commands::reference::run(args),
+        Command::Compress(args) => commands::compress::compress(args),
+        Command::Aggregate {
+            uploads,
+            output,
+            device,
+            json,
+        } => commands::compress::aggregate(&uploads, &output, &device, json),
+        Command::CompressBench(args) => commands::compress::bench(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if is_input_error(&e) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+/// Exit code 2 means "what you asked for or handed in is wrong" (as for clap's usage errors);
+/// 1 means the harness itself failed.
+fn is_input_error(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.is::<InputError>()
+            || c.downcast_ref::<crusades_reference::Error>()
+                .is_some_and(crusades_reference::Error::is_input_error)
+    })
+}

@@ -108,6 +108,37 @@ pub struct CompressorConfig {
     pub range_sigmas: f64,
 }
 
+impl CompressorConfig {
+    /// Refuses settings the wire format cannot carry: indices are u16 within a chunk, codes u8.
+    pub fn validate(&self) -> Result<()> {
+        if self.chunk < 1 || self.chunk > 256 {
+            return Err(Error::Config(format!(
+                "chunk must be from 1 to 256 (indices within a chunk are u16), not {}",
+                self.chunk
+            )));
+        }
+        if self.topk < 1 {
+            return Err(Error::Config(format!(
+                "topk must be at least 1, not {}",
+                self.topk
+            )));
+        }
+        if !(2..=256).contains(&self.bins) || self.bins % 2 != 0 {
+            return Err(Error::Config(format!(
+                "bins must be an even number from 2 to 256 (codes are u8), not {}",
+                self.bins
+            )));
+        }
+        if !self.range_sigmas.is_finite() || self.range_sigmas <= 0.0 {
+            return Err(Error::Config(format!(
+                "the quantisation range must be a positive number of sigmas, not {}",
+                self.range_sigmas
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl From<&crate::config::HyperParams> for CompressorConfig {
     fn from(h: &crate::config::HyperParams) -> Self {
         Self {

@@ -312,18 +312,7 @@ impl WorkloadConfig {
         if m.vocab > u32::MAX as i64 {
             return Err(Error::Config(format!("vocab {} is too large", m.vocab)));
         }
-        if !(2..=256).contains(&h.bins) || h.bins % 2 != 0 {
-            return Err(Error::Config(format!(
-                "bins must be an even number from 2 to 256 (codes are u8), not {}",
-                h.bins
-            )));
-        }
-        if h.chunk > u16::MAX as i64 / h.chunk {
-            return Err(Error::Config(format!(
-                "chunk {} is too large: indices within a chunk are u16",
-                h.chunk
-            )));
-        }
+        crate::compress::CompressorConfig::from(h).validate()?;
         for (name, v) in [
             ("lr", h.lr),
             ("weight_decay", h.weight_decay),

@@ -1,14 +1,18 @@
 //! Safetensors files: uploads, weights and peer uploads, readable by Python's `safetensors`.
 //!
 //! Reading goes through the `safetensors` crate's validating parser, so a malformed, truncated
-//! or inconsistent file is an error that names the file, never a panic. Writing is atomic (a
-//! temporary file renamed into place), so a crash never leaves half a file where a good one was.
+//! or inconsistent file is an error that names the file, never a panic.
+//!
+//! Writing is our own, because the crate serialises `__metadata__` from a `HashMap` in random
+//! order, and the same workload must give byte-identical files. Ours is canonical: the JSON
+//! header has sorted keys (serde_json's map) and no spaces, padded with spaces to a multiple of
+//! 8 bytes; tensor data follows in the order given. Writing is atomic (a temporary file renamed
+//! into place), so a crash never leaves half a file where a good one was.
 
-use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 
-use safetensors::tensor::{Dtype, SafeTensors, View};
+use safetensors::tensor::{Dtype, SafeTensors};
 use tch::{Device, Kind, Tensor};
 
 use crate::compress::{CompressedTensor, CompressorConfig, Geometry};
@@ -19,21 +23,6 @@ pub struct HostTensor {
     pub dtype: Dtype,
     pub shape: Vec<usize>,
     pub data: Vec<u8>,
-}
-
-impl View for &HostTensor {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
-    }
 }
 
 impl HostTensor {
@@ -170,13 +159,54 @@ pub fn write(
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
-    let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
-    let bytes =
-        safetensors::tensor::serialize(tensors.iter().map(|(n, t)| (n.as_str(), t)), Some(meta))
-            .map_err(|e| Error::file(path, format!("could not serialise: {e}")))?;
+    let bytes = serialize(tensors, metadata).map_err(|m| Error::file(path, m))?;
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
     std::fs::write(&tmp, &bytes).map_err(|e| Error::io(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+}
+
+/// The canonical safetensors encoding of `tensors` (in this order) and `metadata`.
+pub fn serialize(
+    tensors: &[(String, HostTensor)],
+    metadata: &BTreeMap<String, String>,
+) -> std::result::Result<Vec<u8>, String> {
+    let mut header = serde_json::Map::new();
+    if !metadata.is_empty() {
+        header.insert(
+            "__metadata__".into(),
+            serde_json::to_value(metadata).expect("strings serialise"),
+        );
+    }
+    let mut offset = 0usize;
+    for (name, t) in tensors {
+        if name == "__metadata__" || header.contains_key(name) {
+            return Err(format!("tensor name '{name}' is reserved or used twice"));
+        }
+        let want = t.shape.iter().product::<usize>() * t.dtype.bitsize() / 8;
+        if t.data.len() != want {
+            return Err(format!(
+                "tensor {name}: {} bytes of data for shape {:?} of {:?}",
+                t.data.len(),
+                t.shape,
+                t.dtype
+            ));
+        }
+        let end = offset + t.data.len();
+        header.insert(
+            name.clone(),
+            serde_json::json!({ "dtype": t.dtype.to_string(), "shape": t.shape, "data_offsets": [offset, end] }),
+        );
+        offset = end;
+    }
+    let mut json = serde_json::to_vec(&header).expect("a JSON map serialises");
+    json.resize(json.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + json.len() + offset);
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    for (_, t) in tensors {
+        out.extend_from_slice(&t.data);
+    }
+    Ok(out)
 }
 
 /// The upload file format: per tensor NAME, `NAME.idx` (u16, `[R/h, C/w, k]` or `[N/w, k]`),

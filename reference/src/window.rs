@@ -63,6 +63,11 @@ impl Trainer {
         self.params.device()
     }
 
+    /// The error-feedback momentum, one tensor per parameter.
+    pub fn momentum(&self) -> &[Tensor] {
+        &self.momentum
+    }
+
     pub fn compressor(&mut self) -> &mut Compressor {
         &mut self.compressor
     }
