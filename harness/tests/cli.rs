@@ -7,7 +7,10 @@ use crusades_reference::io::{self, HostTensor};
 use tch::{Device, Kind, Tensor};
 
 fn crusades(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_crusades")).args(args).output().expect("the binary runs")
+    Command::new(env!("CARGO_BIN_EXE_crusades"))
+        .args(args)
+        .output()
+        .expect("the binary runs")
 }
 
 fn stderr(o: &Output) -> String {
@@ -22,12 +25,18 @@ fn stdout(o: &Output) -> String {
 fn assert_refused(o: &Output, needle: &str) {
     let err = stderr(o);
     assert_eq!(o.status.code(), Some(2), "expected exit 2; stderr: {err}");
-    assert!(err.contains(needle), "stderr should mention {needle:?}: {err}");
+    assert!(
+        err.contains(needle),
+        "stderr should mention {needle:?}: {err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }
 
 fn write_tensors(path: &Path, tensors: &[(&str, Tensor)]) {
-    let named: Vec<_> = tensors.iter().map(|(n, t)| (n.to_string(), HostTensor::from_tensor(t).unwrap())).collect();
+    let named: Vec<_> = tensors
+        .iter()
+        .map(|(n, t)| (n.to_string(), HostTensor::from_tensor(t).unwrap()))
+        .collect();
     io::write(path, &named, &Default::default()).unwrap();
 }
 
@@ -68,12 +77,30 @@ fn reference_outputs_are_byte_identical_across_processes_and_readable_by_python(
     let dir = tempfile::tempdir().unwrap();
     let (a, b) = (dir.path().join("a"), dir.path().join("b"));
     for out in [&a, &b] {
-        let o = crusades(&["reference", "--windows", "2", "--peers", "2", "--out", out.to_str().unwrap()]);
+        let o = crusades(&[
+            "reference",
+            "--windows",
+            "2",
+            "--peers",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
         assert!(o.status.success(), "{}", stderr(&o));
     }
-    let files = ["window-0.upload.safetensors", "window-1.upload.safetensors", "peers/window-1.peer-1.safetensors", "final.safetensors", "run.json"];
+    let files = [
+        "window-0.upload.safetensors",
+        "window-1.upload.safetensors",
+        "peers/window-1.peer-1.safetensors",
+        "final.safetensors",
+        "run.json",
+    ];
     for f in files {
-        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f} differs between two runs");
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(b.join(f)).unwrap(),
+            "{f} differs between two runs"
+        );
     }
     let check = r#"
 import sys, json
@@ -93,10 +120,19 @@ with safe_open(sys.argv[2], framework="numpy") as f:
 print("ok")
 "#;
     let o = Command::new(python())
-        .args(["-c", check, a.join(files[0]).to_str().unwrap(), a.join("final.safetensors").to_str().unwrap()])
+        .args([
+            "-c",
+            check,
+            a.join(files[0]).to_str().unwrap(),
+            a.join("final.safetensors").to_str().unwrap(),
+        ])
         .output()
         .unwrap();
-    assert!(o.status.success(), "python could not read our files: {}", stderr(&o));
+    assert!(
+        o.status.success(),
+        "python could not read our files: {}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -105,13 +141,28 @@ fn compress_writes_a_self_describing_upload_and_aggregate_applies_it() {
     let input = dir.path().join("g.safetensors");
     write_tensors(&input, &gradients(1));
     let own = dir.path().join("own.safetensors");
-    let o = crusades(&["compress", input.to_str().unwrap(), "-o", own.to_str().unwrap(), "--json"]);
+    let o = crusades(&[
+        "compress",
+        input.to_str().unwrap(),
+        "-o",
+        own.to_str().unwrap(),
+        "--json",
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(report["tensors"][0]["chunk"], serde_json::json!([64, 64]));
     assert_eq!(report["tensors"][1]["chunk"], serde_json::json!([1, 50]));
     let file = io::read(&own, Device::Cpu).unwrap();
-    for part in ["w.idx", "w.codes", "w.shift", "w.scale", "w.lookup", "w.decoded", "b.idx", "b.decoded"] {
+    for part in [
+        "w.idx",
+        "w.codes",
+        "w.shift",
+        "w.scale",
+        "w.lookup",
+        "w.decoded",
+        "b.idx",
+        "b.decoded",
+    ] {
         assert!(file.get(part).is_some(), "missing {part}");
     }
     assert_eq!(file.get("w.idx").unwrap().size(), [2, 3, 32]);
@@ -121,15 +172,31 @@ fn compress_writes_a_self_describing_upload_and_aggregate_applies_it() {
     let peer_in = dir.path().join("p.safetensors");
     write_tensors(&peer_in, &gradients(2));
     let peer = dir.path().join("peer.safetensors");
-    assert!(crusades(&["compress", peer_in.to_str().unwrap(), "-o", peer.to_str().unwrap()]).status.success());
+    assert!(crusades(&[
+        "compress",
+        peer_in.to_str().unwrap(),
+        "-o",
+        peer.to_str().unwrap()
+    ])
+    .status
+    .success());
     let agg = dir.path().join("agg.safetensors");
-    let o = crusades(&["aggregate", own.to_str().unwrap(), peer.to_str().unwrap(), "-o", agg.to_str().unwrap()]);
+    let o = crusades(&[
+        "aggregate",
+        own.to_str().unwrap(),
+        peer.to_str().unwrap(),
+        "-o",
+        agg.to_str().unwrap(),
+    ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let out = io::read(&agg, Device::Cpu).unwrap();
     let update = out.get("w.update").unwrap();
     assert_eq!(update.size(), [128, 192]);
     let allowed = update.eq(0.0).logical_or(&update.abs().eq(1.0)).all();
-    assert!(bool::try_from(allowed).unwrap(), "the update must be a sign");
+    assert!(
+        bool::try_from(allowed).unwrap(),
+        "the update must be a sign"
+    );
     let aggregate = out.get("w.aggregate").unwrap();
     assert!(bool::try_from(aggregate.sign().eq_tensor(update).all()).unwrap());
 }
@@ -141,35 +208,85 @@ fn bad_input_is_refused_with_exit_code_2() {
     let good = d("g.safetensors");
     write_tensors(Path::new(&good), &gradients(3));
 
-    assert_refused(&crusades(&["reference", "--preset", "huge"]), "unknown preset 'huge'");
-    assert_refused(&crusades(&["reference", "--set", "heads=3"]), "multiple of heads");
-    assert_refused(&crusades(&["reference", "--device", "tpu"]), "unknown device");
-    assert_refused(&crusades(&["compress", &d("missing.safetensors"), "-o", &d("o")]), "missing.safetensors");
+    assert_refused(
+        &crusades(&["reference", "--preset", "huge"]),
+        "unknown preset 'huge'",
+    );
+    assert_refused(
+        &crusades(&["reference", "--set", "heads=3"]),
+        "multiple of heads",
+    );
+    assert_refused(
+        &crusades(&["reference", "--device", "tpu"]),
+        "unknown device",
+    );
+    assert_refused(
+        &crusades(&["compress", &d("missing.safetensors"), "-o", &d("o")]),
+        "missing.safetensors",
+    );
 
     let bytes = std::fs::read(&good).unwrap();
     std::fs::write(d("truncated.safetensors"), &bytes[..bytes.len() - 7]).unwrap();
-    assert_refused(&crusades(&["compress", &d("truncated.safetensors"), "-o", &d("o")]), "not a valid safetensors file");
+    assert_refused(
+        &crusades(&["compress", &d("truncated.safetensors"), "-o", &d("o")]),
+        "not a valid safetensors file",
+    );
     std::fs::write(d("text.safetensors"), "hello, this is not a tensor file").unwrap();
-    assert_refused(&crusades(&["compress", &d("text.safetensors"), "-o", &d("o")]), "text.safetensors");
+    assert_refused(
+        &crusades(&["compress", &d("text.safetensors"), "-o", &d("o")]),
+        "text.safetensors",
+    );
 
-    write_tensors(Path::new(&d("ints.safetensors")), &[("t", Tensor::arange(64, (Kind::Int64, Device::Cpu)))]);
-    assert_refused(&crusades(&["compress", &d("ints.safetensors"), "-o", &d("o")]), "dtype");
-    write_tensors(Path::new(&d("cube.safetensors")), &[("t", Tensor::zeros([4, 4, 4], (Kind::Float, Device::Cpu)))]);
-    assert_refused(&crusades(&["compress", &d("cube.safetensors"), "-o", &d("o")]), "1-D or 2-D");
+    write_tensors(
+        Path::new(&d("ints.safetensors")),
+        &[("t", Tensor::arange(64, (Kind::Int64, Device::Cpu)))],
+    );
+    assert_refused(
+        &crusades(&["compress", &d("ints.safetensors"), "-o", &d("o")]),
+        "dtype",
+    );
+    write_tensors(
+        Path::new(&d("cube.safetensors")),
+        &[("t", Tensor::zeros([4, 4, 4], (Kind::Float, Device::Cpu)))],
+    );
+    assert_refused(
+        &crusades(&["compress", &d("cube.safetensors"), "-o", &d("o")]),
+        "1-D or 2-D",
+    );
     let nan = Tensor::from_slice(&[1.0f32, f32::NAN, 2.0, 3.0]);
     write_tensors(Path::new(&d("nan.safetensors")), &[("t", nan)]);
-    assert_refused(&crusades(&["compress", &d("nan.safetensors"), "-o", &d("o")]), "NaN");
-    assert_refused(&crusades(&["compress", &good, "-o", &d("o"), "--bins", "1000"]), "bins");
+    assert_refused(
+        &crusades(&["compress", &d("nan.safetensors"), "-o", &d("o")]),
+        "NaN",
+    );
+    assert_refused(
+        &crusades(&["compress", &good, "-o", &d("o"), "--bins", "1000"]),
+        "bins",
+    );
 
     // Uploads whose shapes do not match.
     let a = d("a.up");
     assert!(crusades(&["compress", &good, "-o", &a]).status.success());
-    write_tensors(Path::new(&d("other.safetensors")), &[("w", Tensor::ones([64, 192], (Kind::Float, Device::Cpu))), ("b", Tensor::ones([100], (Kind::Float, Device::Cpu)))]);
+    write_tensors(
+        Path::new(&d("other.safetensors")),
+        &[
+            ("w", Tensor::ones([64, 192], (Kind::Float, Device::Cpu))),
+            ("b", Tensor::ones([100], (Kind::Float, Device::Cpu))),
+        ],
+    );
     let b = d("b.up");
-    assert!(crusades(&["compress", &d("other.safetensors"), "-o", &b]).status.success());
-    assert_refused(&crusades(&["aggregate", &a, &b, "-o", &d("agg")]), "[64, 192]");
+    assert!(crusades(&["compress", &d("other.safetensors"), "-o", &b])
+        .status
+        .success());
+    assert_refused(
+        &crusades(&["aggregate", &a, &b, "-o", &d("agg")]),
+        "[64, 192]",
+    );
     // A tensor file that is not an upload.
-    assert_refused(&crusades(&["aggregate", &a, &good, "-o", &d("agg")]), "metadata has no 'format'");
+    assert_refused(
+        &crusades(&["aggregate", &a, &good, "-o", &d("agg")]),
+        "metadata has no 'format'",
+    );
     // An upload with an index out of its chunk.
     let file = io::read(Path::new(&a), Device::Cpu).unwrap();
     let mut tensors: Vec<(String, HostTensor)> = Vec::new();
@@ -184,8 +301,14 @@ fn bad_input_is_refused_with_exit_code_2() {
         tensors.push((n.clone(), host));
     }
     io::write(Path::new(&d("forged.up")), &tensors, &file.metadata).unwrap();
-    assert_refused(&crusades(&["aggregate", &a, &d("forged.up"), "-o", &d("agg")]), "outside the chunk");
-    assert!(!Path::new(&d("agg")).exists(), "a refused aggregate must not leave a file");
+    assert_refused(
+        &crusades(&["aggregate", &a, &d("forged.up"), "-o", &d("agg")]),
+        "outside the chunk",
+    );
+    assert!(
+        !Path::new(&d("agg")).exists(),
+        "a refused aggregate must not leave a file"
+    );
 }
 
 #[test]

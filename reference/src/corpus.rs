@@ -5,14 +5,17 @@
 //! `seed_w = ((uid·1000003) XOR w) AND 0xFFFFFFFF` (Templar's seed formula).
 //!
 //! The synthetic corpus is a sparse Markov chain, fully determined by its seed:
-//! - token `a` has `SUCCESSORS` successors, `succ(a, r) = stream(seed, a·8 + r) mod vocab`;
+//! - token `a` has `SUCCESSORS` successors, `succ(a, r) = zipf(stream(seed, a·8 + r))`, where
+//!   `zipf` maps 64 bits to a token log-uniformly (see [`zipf_token`]), so frequent tokens are
+//!   frequent successors, as in real text;
 //! - successor `r` is chosen with Zipf weight `1/(r+1)`: with `u` uniform in (0,1), the first
 //!   `r` whose cumulative weight exceeds `u·Σw`;
 //! - page `p` is one walk drawn from the generator seeded with `stream(seed ^ PAGE_SALT, p)`:
 //!   the first draw picks the start token (`mod vocab`), each later draw one step.
 //!
-//! Its per-token entropy is about 1.9 nats, far below ln(vocab), so a model that learns the
-//! transitions shows it in the loss.
+//! Its per-token entropy is about 1.9 nats given the previous token, and its unigram law is
+//! skewed, so a model learns first the frequencies, then the transitions, and both show in the
+//! loss long before ln(vocab).
 
 use std::path::Path;
 
@@ -20,7 +23,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{CorpusSpec, WorkloadConfig};
 use crate::error::{Error, Result};
-use crate::rng::{splitmix64, stream_at, SplitMix64};
+use crate::rng::{splitmix64, stream_at, unit, SplitMix64};
 
 pub const SUCCESSORS: usize = 8;
 const PAGE_SALT: u64 = 0x7061_6765_7061_6765; // "pagepage"
@@ -30,6 +33,13 @@ pub fn page_index(uid: u64, window: u64, pages: u64) -> u64 {
     assert!(pages > 0, "a corpus has at least one page");
     let seed_w = (uid.wrapping_mul(1_000_003) ^ window) & 0xFFFF_FFFF;
     splitmix64(seed_w) % pages
+}
+
+/// A token drawn log-uniformly, `⌊(V+1)^u⌋ − 1` for `u` uniform in (0,1): P(t) ≈ ln(1+1/(t+1)) /
+/// ln(V+1), a Zipf-like law like that of real text. Lower ids are the frequent tokens.
+fn zipf_token(bits: u64, vocab: u64) -> u32 {
+    let t = ((vocab as f64 + 1.0).ln() * unit(bits)).exp().floor() as u64;
+    (t.clamp(1, vocab) - 1) as u32
 }
 
 /// Element type of a flat token file.
@@ -118,7 +128,7 @@ impl Corpus {
         };
         let vocab = config.model.vocab;
         let successors = (0..vocab as u64 * SUCCESSORS as u64)
-            .map(|i| (stream_at(seed, i) % vocab as u64) as u32)
+            .map(|i| zipf_token(stream_at(seed, i), vocab as u64))
             .collect();
         let mut cumulative = [0.0; SUCCESSORS];
         let mut total = 0.0;
