@@ -322,6 +322,45 @@ fn cuda_without_a_gpu_is_a_clear_error() {
 }
 
 #[test]
+fn reference_trains_on_a_token_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tokens.bin");
+    let tokens: Vec<u8> = (0..3000u32)
+        .flat_map(|i| ((i * 7919 % 1024) as u16).to_le_bytes())
+        .collect();
+    std::fs::write(&path, &tokens).unwrap();
+    let p = path.to_str().unwrap();
+    let o = crusades(&[
+        "reference",
+        "--corpus",
+        p,
+        "--windows",
+        "1",
+        "--peers",
+        "1",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let j: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["config"]["corpus"]["kind"], "file");
+    assert_eq!(j["config"]["corpus"]["tokens"], 3000);
+    assert_eq!(j["config"]["corpus"]["sha256"].as_str().unwrap().len(), 64);
+    assert!(
+        j["windows"][0]["page"].as_u64().unwrap() < 2,
+        "3000 tokens hold two pages of 8×129"
+    );
+
+    assert_refused(
+        &crusades(&["reference", "--corpus", p, "--set", "vocab=512"]),
+        "outside the vocabulary",
+    );
+    assert_refused(
+        &crusades(&["reference", "--corpus", p, "--set", "seq_len=4096"]),
+        "one page needs",
+    );
+}
+
+#[test]
 fn help_lists_the_commands() {
     let o = crusades(&["--help"]);
     let text = stdout(&o);

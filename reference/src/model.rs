@@ -361,6 +361,30 @@ mod tests {
     }
 
     #[test]
+    fn every_preset_has_its_closed_form_parameter_count() {
+        for (preset, want) in [
+            ("tiny", 656_000),
+            ("small", 31_990_272),
+            ("150m", 219_702_272),
+            ("1b", 1_137_772_544),
+        ] {
+            let m = WorkloadConfig::from_preset(preset).unwrap().model;
+            let got: i64 = param_specs(&m).iter().map(ParamSpec::numel).sum();
+            assert_eq!(got, want, "{preset}");
+            let embedding: i64 = param_specs(&m)
+                .iter()
+                .filter(|s| s.is_embedding)
+                .map(ParamSpec::numel)
+                .sum();
+            assert_eq!(
+                embedding,
+                m.vocab * m.d_model,
+                "{preset}: only the input embedding is a lookup"
+            );
+        }
+    }
+
+    #[test]
     fn initial_loss_is_near_ln_vocab() {
         let mut c = WorkloadConfig::from_preset("tiny").unwrap();
         c.seqs_per_window = 2;

@@ -36,7 +36,7 @@ pub struct ReferenceArgs {
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Override any workload field, e.g. --set layers=4 --set lr=1e-3 (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE")]
+    #[arg(long = "set", value_name = "KEY=VALUE", long_help = settable_help())]
     pub overrides: Vec<String>,
     /// Train on a token file (.bin of u16/u32, or .npy) instead of the synthetic corpus.
     #[arg(long)]
@@ -53,6 +53,13 @@ pub struct ReferenceArgs {
     /// Print a JSON report instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+fn settable_help() -> String {
+    format!(
+        "Override any workload field (repeatable), e.g. --set layers=4 --set lr=1e-3.\nKeys: {}",
+        WorkloadConfig::SETTABLE.join(", ")
+    )
 }
 
 #[derive(Serialize)]
