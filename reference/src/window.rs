@@ -97,10 +97,12 @@ impl Trainer {
     pub fn step(&mut self, window: u64, page: &Page, peers: &[Upload]) -> Result<WindowOutput> {
         let device = self.device();
         for (j, p) in peers.iter().enumerate() {
-            if p.tensors.len() != self.params.tensors.len() {
+            // Aggregation pairs tensors by position, so the order must be the model's.
+            let same_order = p.tensors.len() == self.params.tensors.len()
+                && p.names.iter().map(String::as_str).eq(self.params.names());
+            if !same_order {
                 return Err(Error::Shape(format!(
-                    "peer upload {j} has {} tensors, the model has {}",
-                    p.tensors.len(),
+                    "peer upload {j} does not hold the model's {} tensors in parameter order",
                     self.params.tensors.len()
                 )));
             }

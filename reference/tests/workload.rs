@@ -189,3 +189,19 @@ fn malformed_files_are_errors_not_panics() {
         .unwrap();
     assert!(missing.to_string().contains("nope.safetensors"));
 }
+
+#[test]
+fn a_peer_upload_for_another_model_is_refused() {
+    let c = tiny();
+    let corpus = Corpus::synthetic(&c).unwrap();
+    let mut trainer = Trainer::new(&c, Device::Cpu).unwrap();
+    let page = corpus.page(0).unwrap();
+    let mut peer = trainer.peer_upload(&page).unwrap();
+    peer.names.swap(1, 2);
+    let e = trainer
+        .step(0, &page, &[peer])
+        .err()
+        .expect("must be refused")
+        .to_string();
+    assert!(e.contains("parameter order"), "{e}");
+}
