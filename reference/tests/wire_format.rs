@@ -13,9 +13,20 @@ use crusades_reference::io::{self, Upload, UPLOAD_FORMAT};
 use tch::{Device, Kind, Tensor};
 
 fn hand_built_upload() -> (Upload, CompressorConfig) {
-    let config = CompressorConfig { chunk: 4, topk: 3, bins: 8, range_sigmas: 6.0 };
+    let config = CompressorConfig {
+        chunk: 4,
+        topk: 3,
+        bins: 8,
+        range_sigmas: 6.0,
+    };
     let ints = |v: &[i64], shape: [i64; 2]| Tensor::from_slice(v).view(shape);
-    let lookup = |offset: f32| Tensor::from_slice(&(0..8).map(|b| (b as f32 - 4.0) * 0.25 + offset).collect::<Vec<_>>());
+    let lookup = |offset: f32| {
+        Tensor::from_slice(
+            &(0..8)
+                .map(|b| (b as f32 - 4.0) * 0.25 + offset)
+                .collect::<Vec<_>>(),
+        )
+    };
     let matrix = CompressedTensor {
         // [8, 4] in 4×4 chunks: 2 chunks of 16, k = 3.
         geometry: Geometry::new(&[8, 4], 4).unwrap(),
@@ -34,7 +45,10 @@ fn hand_built_upload() -> (Upload, CompressorConfig) {
         scale: Tensor::from(1.0f32),
         lookup: lookup(0.5),
     };
-    let upload = Upload { names: vec!["w".into(), "b".into()], tensors: vec![matrix, vector] };
+    let upload = Upload {
+        names: vec!["w".into(), "b".into()],
+        tensors: vec![matrix, vector],
+    };
     (upload, config)
 }
 
@@ -56,15 +70,24 @@ fn upload_files_match_the_golden_bytes() {
         std::fs::write(&golden, &bytes).unwrap();
     }
     let want = std::fs::read(&golden).expect("the golden file exists (UPDATE_GOLDEN=1 writes it)");
-    assert_eq!(bytes, want, "the upload wire format changed; if on purpose, bump UPLOAD_FORMAT and regenerate");
+    assert_eq!(
+        bytes, want,
+        "the upload wire format changed; if on purpose, bump UPLOAD_FORMAT and regenerate"
+    );
 
     // The golden file reads back into the same upload.
     let (back, back_config) = io::read_upload(&golden, Device::Cpu).unwrap();
     assert_eq!(back_config, config);
     assert_eq!(back.names, ["w", "b"]);
     assert_eq!(back.tensors[0].geometry.shape, [8, 4]);
-    assert_eq!(Vec::<i64>::try_from(&back.tensors[0].idx.flatten(0, -1)).unwrap(), [0, 5, 15, 1, 2, 3]);
-    assert_eq!(Vec::<u8>::try_from(&back.tensors[1].codes.flatten(0, -1)).unwrap(), [1, 2, 3, 5, 6, 7]);
+    assert_eq!(
+        Vec::<i64>::try_from(&back.tensors[0].idx.flatten(0, -1)).unwrap(),
+        [0, 5, 15, 1, 2, 3]
+    );
+    assert_eq!(
+        Vec::<u8>::try_from(&back.tensors[1].codes.flatten(0, -1)).unwrap(),
+        [1, 2, 3, 5, 6, 7]
+    );
     assert_eq!(back.tensors[1].shift.double_value(&[]), -1.0);
 
     // Its header, as a person reads it.
