@@ -291,6 +291,9 @@ impl WorkloadConfig {
                 return Err(Error::Config(format!("{name} must be positive, not {v}")));
             }
         }
+        if self.windows == 0 {
+            return Err(Error::Config("windows must be at least 1".into()));
+        }
         if m.d_model % m.heads != 0 {
             return Err(Error::Config(format!(
                 "d_model ({}) must be a multiple of heads ({})",
@@ -403,5 +406,6 @@ mod tests {
         assert!(c.clone().apply_overrides(&["layers"]).is_err());
         assert!(c.clone().apply_overrides(&["layers=-1"]).is_err());
         assert!(c.clone().apply_overrides(&["bins=300"]).is_err());
+        assert!(c.clone().apply_overrides(&["windows=0"]).is_err());
     }
 }

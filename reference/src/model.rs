@@ -207,11 +207,6 @@ impl Params {
         self.tensors[0].device()
     }
 
-    /// Detached copies, e.g. to keep θ_w while the trainer moves on.
-    pub fn snapshot(&self) -> Result<Vec<Tensor>> {
-        self.tensors.iter().map(|t| detached_copy(t)).collect()
-    }
-
     /// The mean token cross-entropy of `inputs → labels` (both `[seqs, T]`), in f32.
     pub fn loss(&self, inputs: &Tensor, labels: &Tensor) -> Result<Tensor> {
         let m = &self.config;
