@@ -93,10 +93,6 @@ impl Geometry {
     pub fn k(&self, topk: i64) -> i64 {
         topk.min(self.chunk_len())
     }
-
-    pub fn numel(&self) -> i64 {
-        self.shape.iter().product()
-    }
 }
 
 /// The compressor's settings (WORKLOAD.md; defaults from `HyperParams`).

@@ -127,6 +127,11 @@ pub fn param_specs(m: &ModelConfig) -> Vec<ParamSpec> {
     specs
 }
 
+/// The number of parameters of a model, embedding included.
+pub fn parameter_count(m: &ModelConfig) -> i64 {
+    param_specs(m).iter().map(ParamSpec::numel).sum()
+}
+
 /// The initial values of one parameter, on the host.
 pub fn init_values(spec: &ParamSpec, seed: u64) -> Vec<f32> {
     let n = spec.numel() as usize;
@@ -197,10 +202,6 @@ impl Params {
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.specs.iter().map(|s| s.name.as_str())
-    }
-
-    pub fn numel(&self) -> i64 {
-        self.specs.iter().map(ParamSpec::numel).sum()
     }
 
     pub fn device(&self) -> Device {
@@ -336,7 +337,7 @@ mod tests {
         let c = WorkloadConfig::from_preset("tiny").unwrap();
         let specs = param_specs(&c.model);
         assert_eq!(specs.len(), 1 + 2 * 9 + 2);
-        let total: i64 = specs.iter().map(ParamSpec::numel).sum();
+        let total = parameter_count(&c.model);
         // embed + lm_head + 2 × (2 norms + q,o 128² + k,v 64·128 + 3 · 128·384) + final norm
         let want =
             2 * 1024 * 128 + 2 * (2 * 128 + 2 * 128 * 128 + 2 * 64 * 128 + 3 * 128 * 384) + 128;
@@ -364,8 +365,7 @@ mod tests {
             ("1b", 1_137_772_544),
         ] {
             let m = WorkloadConfig::from_preset(preset).unwrap().model;
-            let got: i64 = param_specs(&m).iter().map(ParamSpec::numel).sum();
-            assert_eq!(got, want, "{preset}");
+            assert_eq!(parameter_count(&m), want, "{preset}");
             let embedding: i64 = param_specs(&m)
                 .iter()
                 .filter(|s| s.is_embedding)

@@ -81,12 +81,11 @@ impl Trainer {
         let (x, y) = page.inputs_and_labels(self.device())?;
         let (_, grads) = self.params.loss_and_grads(&x, &y)?;
         let lr = self.config.hparams.lr;
-        let tensors = tch::no_grad(|| {
-            grads
-                .iter()
-                .map(|g| self.compressor.compress(&g.f_mul_scalar(lr)?))
-                .collect::<Result<Vec<_>>>()
-        })?;
+        let _no_grad = tch::no_grad_guard();
+        let tensors = grads
+            .iter()
+            .map(|g| self.compressor.compress(&g.f_mul_scalar(lr)?))
+            .collect::<Result<Vec<_>>>()?;
         Ok(Upload {
             names: self.names(),
             tensors,
@@ -115,37 +114,35 @@ impl Trainer {
         synchronize(device);
         let t1 = Instant::now();
 
-        let compressor = &mut self.compressor;
-        let params = &mut self.params.tensors;
-        let momentum = &mut self.momentum;
-        let (t2, t3, tensors) = tch::no_grad(|| -> Result<_> {
-            for ((theta, m), g) in params.iter_mut().zip(momentum.iter_mut()).zip(&grads) {
-                let _ = theta.f_mul_scalar_(1.0 - hp.lr * hp.weight_decay)?;
-                let _ = m.f_mul_scalar_(hp.momentum_decay)?;
-                let _ = m.f_add_(&g.f_mul_scalar(hp.lr)?)?;
-            }
-            synchronize(device);
-            let t2 = Instant::now();
-            let mut tensors: Vec<CompressedTensor> = Vec::with_capacity(momentum.len());
-            for m in momentum.iter_mut() {
-                let ct = compressor.compress(m)?;
-                let transmitted = compressor.decode_upload(&ct)?;
-                let _ = m.f_sub_(&transmitted)?;
-                tensors.push(ct);
-            }
-            synchronize(device);
-            Ok((t2, Instant::now(), tensors))
-        })?;
-
-        tch::no_grad(|| -> Result<()> {
-            for (i, theta) in self.params.tensors.iter_mut().enumerate() {
-                let mut sources: Vec<&CompressedTensor> = vec![&tensors[i]];
-                sources.extend(peers.iter().map(|p| &p.tensors[i]));
-                let aggregate = self.compressor.aggregate(&sources)?;
-                let _ = theta.f_sub_(&aggregate.f_sign()?.f_mul_scalar(hp.lr)?)?;
-            }
-            Ok(())
-        })?;
+        let _no_grad = tch::no_grad_guard();
+        for ((theta, m), g) in self
+            .params
+            .tensors
+            .iter_mut()
+            .zip(&mut self.momentum)
+            .zip(&grads)
+        {
+            let _ = theta.f_mul_scalar_(1.0 - hp.lr * hp.weight_decay)?;
+            let _ = m.f_mul_scalar_(hp.momentum_decay)?;
+            let _ = m.f_add_(&g.f_mul_scalar(hp.lr)?)?;
+        }
+        synchronize(device);
+        let t2 = Instant::now();
+        let mut tensors: Vec<CompressedTensor> = Vec::with_capacity(self.momentum.len());
+        for m in &mut self.momentum {
+            let ct = self.compressor.compress(m)?;
+            let transmitted = self.compressor.decode_upload(&ct)?;
+            let _ = m.f_sub_(&transmitted)?;
+            tensors.push(ct);
+        }
+        synchronize(device);
+        let t3 = Instant::now();
+        for (i, theta) in self.params.tensors.iter_mut().enumerate() {
+            let mut sources: Vec<&CompressedTensor> = vec![&tensors[i]];
+            sources.extend(peers.iter().map(|p| &p.tensors[i]));
+            let aggregate = self.compressor.aggregate(&sources)?;
+            let _ = theta.f_sub_(&aggregate.f_sign()?.f_mul_scalar(hp.lr)?)?;
+        }
         synchronize(device);
         let t4 = Instant::now();
         let loss = loss.f_double_value(&[])?;

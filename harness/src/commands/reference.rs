@@ -112,18 +112,14 @@ pub fn run(args: ReferenceArgs) -> anyhow::Result<()> {
             overrides.push(format!("{key}={v}"));
         }
     }
-    if let Some(seed) = args.seed {
+    if let (Some(seed), None) = (args.seed, &args.corpus) {
+        // The seed also draws the synthetic corpus; a token file has none.
         overrides.push(format!("corpus_seed={seed}"));
     }
     overrides.extend(args.overrides.iter().cloned());
-    let corpus_path = args.corpus.clone();
-    if corpus_path.is_some() {
-        // Settings that only mean something for the synthetic corpus cannot be applied to a file.
-        overrides.retain(|o| !o.starts_with("corpus_seed="));
-    }
     config.apply_overrides(&overrides)?;
     let device = super::setup_device(&args.device, args.threads)?;
-    let corpus = match &corpus_path {
+    let corpus = match &args.corpus {
         Some(path) => {
             let dtype = args
                 .token_dtype
@@ -135,10 +131,7 @@ pub fn run(args: ReferenceArgs) -> anyhow::Result<()> {
         None => Corpus::synthetic(&config)?,
     };
     let hash = config.workload_hash();
-    let params: i64 = crusades_reference::model::param_specs(&config.model)
-        .iter()
-        .map(|s| s.numel())
-        .sum();
+    let params = crusades_reference::model::parameter_count(&config.model);
     let tokens = config.tokens_per_window();
 
     if !args.json {
