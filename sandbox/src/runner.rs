@@ -1,0 +1,246 @@
+//! Compiling a submission and running it once: checks at load time (is it a component, does it
+//! import only the contract, does it export `run`), a fresh store per run with every limit set,
+//! the clock around the guest's entry call, and the failure code when anything goes wrong.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use sha2::{Digest, Sha256};
+use wasmtime::component::{Component, HasSelf, Linker};
+use wasmtime::{Config, Engine, Store, Trap};
+
+use crusades_reference::device::synchronize;
+
+use crate::failure::{Failure, FailureCode};
+use crate::host::{code_of, State, Submission, SubmissionPre, EPOCH_TICK};
+use crate::limits::Limits;
+use crate::session::Session;
+
+/// The interfaces a submission may import: the contract's, at its version.
+pub fn allowed_imports() -> [String; 2] {
+    let v = crate::CONTRACT_VERSION;
+    [
+        format!("crusades:submission/tensors@{v}"),
+        format!("crusades:submission/workload@{v}"),
+    ]
+}
+
+/// The engine and the linker, which holds only the contract: no WASI, nothing else.
+pub struct Sandbox {
+    engine: Engine,
+    linker: Linker<State>,
+}
+
+/// A submission that passed every load-time check, ready to instantiate.
+pub struct Compiled {
+    pre: SubmissionPre<State>,
+    pub sha256: String,
+    pub bytes: usize,
+    pub compile_s: f64,
+}
+
+/// What a successful guest call leaves behind.
+pub struct GuestRun {
+    pub state: State,
+    /// Seconds from the entry call to its return, the device synchronised.
+    pub guest_s: f64,
+    pub instantiate_s: f64,
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+impl Sandbox {
+    pub fn new() -> Result<Self, Failure> {
+        let mut config = Config::new();
+        config.wasm_component_model(true);
+        config.consume_fuel(true);
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config)
+            .map_err(|e| Failure::internal(format!("cannot start wasmtime: {e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        Submission::add_to_linker::<State, HasSelf<State>>(&mut linker, |s| s)
+            .map_err(|e| Failure::internal(format!("cannot link the contract: {e:#}")))?;
+        Ok(Self { engine, linker })
+    }
+
+    /// Every check that needs no store: the bytes are a component, its imports are the
+    /// contract's and nothing else, and it exports the contract's `run`.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Compiled, Failure> {
+        let sha256 = sha256_hex(bytes);
+        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+            return Err(Failure::new(
+                FailureCode::NotWasm,
+                "this is not a WebAssembly binary (no \\0asm header); build a submission with `crusades build DIR`",
+            ));
+        }
+        if bytes[4..8] == [1, 0, 0, 0] {
+            return Err(Failure::new(
+                FailureCode::CoreModule,
+                "this is a core WebAssembly module, not a component; `crusades build DIR` encodes a crate's module as a component",
+            ));
+        }
+        let start = Instant::now();
+        let component = Component::new(&self.engine, bytes).map_err(|e| {
+            Failure::new(
+                FailureCode::InvalidComponent,
+                format!("the component does not validate or compile: {e:#}"),
+            )
+        })?;
+        let compile_s = start.elapsed().as_secs_f64();
+        let allowed = allowed_imports();
+        let ty = component.component_type();
+        let foreign: Vec<String> = ty
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .filter(|name| !allowed.contains(name))
+            .collect();
+        if !foreign.is_empty() {
+            return Err(Failure::new(
+                FailureCode::ForbiddenImport,
+                format!(
+                    "the submission imports {}, outside the contract; a submission may import only {} (build for wasm32-unknown-unknown, which needs no WASI)",
+                    foreign.join(", "),
+                    allowed.join(" and ")
+                ),
+            ));
+        }
+        let pre = self.linker.instantiate_pre(&component).map_err(|e| {
+            Failure::new(
+                FailureCode::ForbiddenImport,
+                format!("the submission's imports do not match the contract {}: {e:#}", crate::CONTRACT_VERSION),
+            )
+        })?;
+        let pre = SubmissionPre::new(pre).map_err(|e| {
+            Failure::new(
+                FailureCode::WrongWorld,
+                format!(
+                    "the submission does not export the contract's `run: func() -> result<_, op-error>` ({e:#}); is it built against sandbox/wit/crusades.wit?"
+                ),
+            )
+        })?;
+        Ok(Compiled {
+            pre,
+            sha256,
+            bytes: bytes.len(),
+            compile_s,
+        })
+    }
+
+    /// Instantiates `compiled` in a fresh store and calls `run`, timed.
+    pub fn run(
+        &self,
+        compiled: &Compiled,
+        session: Session,
+        limits: Limits,
+    ) -> Result<GuestRun, Failure> {
+        let device = session.device;
+        let mut store = Store::new(&self.engine, State::new(session, limits));
+        store.limiter(|s| &mut s.limiter);
+        store
+            .set_fuel(limits.fuel)
+            .map_err(|e| Failure::internal(format!("cannot set fuel: {e:#}")))?;
+        let ticks = (limits.timeout().as_nanos() / EPOCH_TICK.as_nanos()).max(1) as u64 + 1;
+        store.set_epoch_deadline(ticks);
+        let stop = Arc::new(AtomicBool::new(false));
+        let ticker = {
+            let (engine, stop) = (self.engine.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+        };
+        let start = Instant::now();
+        let instance = compiled.pre.instantiate(&mut store);
+        let instantiate_s = start.elapsed().as_secs_f64();
+        let result = instance.map(|instance| {
+            synchronize(device);
+            let start = Instant::now();
+            store.data_mut().start_clock(start);
+            let result = instance.call_run(&mut store);
+            synchronize(device);
+            (result, start.elapsed().as_secs_f64())
+        });
+        stop.store(true, Ordering::Relaxed);
+        let _ = ticker.join();
+        let (result, guest_s) = match result {
+            Ok(r) => r,
+            Err(e) => {
+                return Err(Failure::new(
+                    FailureCode::GuestTrap,
+                    format!("instantiation failed: {e:#}"),
+                ))
+            }
+        };
+        let state = store.into_data();
+        match result {
+            Ok(Ok(())) => {
+                let (done, total) = (state.session.submitted.len(), state.session.batches.len());
+                if done != total {
+                    return Err(Failure::new(
+                        FailureCode::Protocol,
+                        format!("run returned after submitting {done} of {total} windows"),
+                    ));
+                }
+                Ok(GuestRun {
+                    state,
+                    guest_s,
+                    instantiate_s,
+                })
+            }
+            Ok(Err(e)) => {
+                let code = code_of(&e);
+                Err(match &state.last_op_error {
+                    Some(last) if last.code == code && last.message == e.message => {
+                        Failure::new(code.into(), e.message)
+                    }
+                    _ => Failure::new(
+                        FailureCode::GuestError,
+                        format!("the submission returned an error: {} ({})", e.message, code.as_str()),
+                    ),
+                })
+            }
+            Err(e) => Err(classify_trap(&state, e)),
+        }
+    }
+}
+
+/// The failure behind an error that ended the guest call.
+fn classify_trap(state: &State, e: wasmtime::Error) -> Failure {
+    if let Some(f) = &state.breach {
+        return f.clone();
+    }
+    if let Some(desired) = state.guest_memory_breach() {
+        return Failure::new(
+            FailureCode::GuestMemoryLimit,
+            format!(
+                "guest linear memory would grow to {desired} bytes, past the limit of {} bytes (limit guest_memory_bytes)",
+                state.limits.guest_memory_bytes
+            ),
+        );
+    }
+    let text = format!("{e:#}");
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => Failure::new(
+            FailureCode::FuelExhausted,
+            format!(
+                "the guest's own code used all {} units of fuel (limit fuel); host ops cost none, so this is wasm-side work",
+                state.limits.fuel
+            ),
+        ),
+        Some(Trap::Interrupt) => Failure::new(
+            FailureCode::DeadlineExceeded,
+            format!("the run took longer than {} s (limit timeout_s)", state.limits.timeout_s),
+        ),
+        Some(trap) => Failure::new(FailureCode::GuestTrap, format!("the guest trapped: {trap} ({text})")),
+        None if text.contains("handle") => Failure::new(
+            FailureCode::BadHandle,
+            format!("the guest used a tensor handle that is not live in this run: {text}"),
+        ),
+        None => Failure::new(FailureCode::GuestTrap, format!("the guest call failed: {text}")),
+    }
+}
