@@ -37,6 +37,24 @@ enum Command {
     },
     /// Time compression and aggregation on a model's gradient shapes (GB/s of f32 gradient).
     CompressBench(commands::compress::BenchArgs),
+    /// Build a submission crate into a WebAssembly component and print its sha256.
+    Build(commands::build::BuildArgs),
+    /// Run a submission once in the sandbox: outputs, timing and a per-op profile.
+    Run(commands::run::RunArgs),
+    /// List the ops a submission can call, with their arguments and FLOP formulas.
+    Ops {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Internal: the worker process that hosts one run (started by the harness itself).
+    #[command(name = "__worker", hide = true)]
+    Worker {
+        #[arg(long)]
+        job: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -51,6 +69,21 @@ fn main() -> ExitCode {
             json,
         } => commands::compress::aggregate(&uploads, &output, &device, json),
         Command::CompressBench(args) => commands::compress::bench(args),
+        Command::Build(args) => commands::build::run(args),
+        Command::Ops { json } => commands::ops::run(json),
+        Command::Run(args) => match commands::run::run(args) {
+            Ok(code) => return ExitCode::from(code),
+            Err(e) => Err(e),
+        },
+        Command::Worker { job, out } => {
+            return match crusades_sandbox::worker::serve(&job, &out) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("worker: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

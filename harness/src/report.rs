@@ -138,3 +138,26 @@ mod stats_tests {
         assert!((s.stddev - (50.0f64 / 3.0).sqrt()).abs() < 1e-12);
     }
 }
+
+/// A spinner on stderr for work of unknown length; hidden when stderr is not a terminal.
+pub fn spinner(what: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new_spinner();
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+            .expect("the template is valid"),
+    );
+    bar.set_message(what.to_string());
+    bar.enable_steady_tick(std::time::Duration::from_millis(120));
+    bar
+}
+
+/// A quantity with an SI prefix: 1.23 G, 456 M.
+pub fn si(v: f64) -> String {
+    const PREFIXES: [(f64, &str); 5] = [(1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")];
+    for (scale, p) in PREFIXES {
+        if v.abs() >= scale {
+            return format!("{:.2} {p}", v / scale);
+        }
+    }
+    format!("{v:.0}")
+}

@@ -94,6 +94,19 @@ impl Trainer {
 
     /// One window on `page`, aggregating with the peers' uploads for this window.
     pub fn step(&mut self, window: u64, page: &Page, peers: &[Upload]) -> Result<WindowOutput> {
+        let (x, y) = page.inputs_and_labels(self.device())?;
+        self.step_batch(window, page.index, &x, &y, peers)
+    }
+
+    /// One window on a batch already on the device (`inputs`, `labels`: `[seqs, T]`).
+    pub fn step_batch(
+        &mut self,
+        window: u64,
+        page: u64,
+        x: &Tensor,
+        y: &Tensor,
+        peers: &[Upload],
+    ) -> Result<WindowOutput> {
         let device = self.device();
         for (j, p) in peers.iter().enumerate() {
             // Aggregation pairs tensors by position, so the order must be the model's.
@@ -107,10 +120,9 @@ impl Trainer {
             }
         }
         let hp = self.config.hparams;
-        let (x, y) = page.inputs_and_labels(device)?;
         synchronize(device);
         let t0 = Instant::now();
-        let (loss, grads) = self.params.loss_and_grads(&x, &y)?;
+        let (loss, grads) = self.params.loss_and_grads(x, y)?;
         synchronize(device);
         let t1 = Instant::now();
 
@@ -149,7 +161,7 @@ impl Trainer {
         let secs = |a: Instant, b: Instant| (b - a).as_secs_f64();
         Ok(WindowOutput {
             window,
-            page: page.index,
+            page,
             loss,
             upload: Upload {
                 names: self.names(),

@@ -1,5 +1,9 @@
+pub mod build;
 pub mod compress;
+pub mod ops;
 pub mod reference;
+pub mod run;
+pub mod workload;
 
 use crusades_reference::device::parse_device;
 use tch::Device;

@@ -7,7 +7,7 @@ use std::time::Instant;
 use clap::Args;
 use serde::Serialize;
 
-use crusades_reference::corpus::{Corpus, TokenDtype};
+
 use crusades_reference::device::device_name;
 use crusades_reference::io::{self, HostTensor};
 use crusades_reference::window::{self, Progress, WindowTimings};
@@ -17,33 +17,11 @@ use crate::report;
 
 #[derive(Args)]
 pub struct ReferenceArgs {
-    /// Model and window preset: tiny, small, 150m or 1b (WORKLOAD.md).
-    #[arg(long, default_value = "tiny")]
-    pub preset: String,
-    /// Number of windows W (default: the preset's).
-    #[arg(long)]
-    pub windows: Option<u64>,
-    /// The miner's uid: selects its pages (the peers are uid+1 … uid+P).
-    #[arg(long)]
-    pub uid: Option<u64>,
-    /// The workload seed: θ0 and the synthetic corpus.
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Number of peers P whose uploads are aggregated (default: the preset's).
-    #[arg(long)]
-    pub peers: Option<u64>,
+    #[command(flatten)]
+    pub workload: super::workload::WorkloadArgs,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Override any workload field, e.g. --set layers=4 --set lr=1e-3 (repeatable).
-    #[arg(long = "set", value_name = "KEY=VALUE", long_help = settable_help())]
-    pub overrides: Vec<String>,
-    /// Train on a token file (.bin of u16/u32, or .npy) instead of the synthetic corpus.
-    #[arg(long)]
-    pub corpus: Option<PathBuf>,
-    /// Element type of a raw .bin token file.
-    #[arg(long, value_parser = ["u16", "u32"])]
-    pub token_dtype: Option<String>,
     /// libtorch intra-op threads (default: libtorch's choice, all cores).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -53,13 +31,6 @@ pub struct ReferenceArgs {
     /// Print a JSON report instead of a table.
     #[arg(long)]
     pub json: bool,
-}
-
-fn settable_help() -> String {
-    format!(
-        "Override any workload field (repeatable), e.g. --set layers=4 --set lr=1e-3.\nKeys: {}",
-        WorkloadConfig::SETTABLE.join(", ")
-    )
 }
 
 #[derive(Serialize)]
@@ -100,36 +71,8 @@ struct RunReport<'a> {
 }
 
 pub fn run(args: ReferenceArgs) -> anyhow::Result<()> {
-    let mut config = WorkloadConfig::from_preset(&args.preset)?;
-    let mut overrides = Vec::new();
-    for (key, value) in [
-        ("windows", args.windows),
-        ("uid", args.uid),
-        ("seed", args.seed),
-        ("peers", args.peers),
-    ] {
-        if let Some(v) = value {
-            overrides.push(format!("{key}={v}"));
-        }
-    }
-    if let (Some(seed), None) = (args.seed, &args.corpus) {
-        // The seed also draws the synthetic corpus; a token file has none.
-        overrides.push(format!("corpus_seed={seed}"));
-    }
-    overrides.extend(args.overrides.iter().cloned());
-    config.apply_overrides(&overrides)?;
     let device = super::setup_device(&args.device, args.threads)?;
-    let corpus = match &args.corpus {
-        Some(path) => {
-            let dtype = args
-                .token_dtype
-                .as_deref()
-                .map(TokenDtype::parse)
-                .transpose()?;
-            Corpus::from_token_file(path, dtype, &mut config)?
-        }
-        None => Corpus::synthetic(&config)?,
-    };
+    let (config, corpus) = args.workload.resolve()?;
     let hash = config.workload_hash();
     let params = crusades_reference::model::parameter_count(&config.model);
     let tokens = config.tokens_per_window();

@@ -1,0 +1,222 @@
+//! `crusades run SUBMISSION`: one run of a submission in the sandbox, through a worker process,
+//! with its outputs, its timing and its per-op profile. A debugging and profiling tool; the
+//! score comes from `crusades bench`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use serde::Serialize;
+
+use crusades_sandbox::accounting::Profile;
+use crusades_sandbox::worker::{self, Job, Program, Report};
+use crusades_sandbox::{Failure, Limits};
+
+use super::workload::{self, WorkloadArgs};
+use crate::report;
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// A submission: a component (.wasm) or a crate directory, which is built first.
+    pub submission: PathBuf,
+    #[command(flatten)]
+    pub workload: WorkloadArgs,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// libtorch intra-op threads in the worker (default: libtorch's choice, all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Override a limit, e.g. --limit timeout_s=600 --limit tensor_bytes=8G (repeatable).
+    /// Keys: fuel, timeout_s, guest_memory_bytes, tensor_bytes, max_ops, max_handles.
+    #[arg(long = "limit", value_name = "KEY=VALUE")]
+    pub limits: Vec<String>,
+    /// Write the uploads, final weights, report.json and the worker's log here (default: a
+    /// temporary directory, removed afterwards).
+    #[arg(long, short)]
+    pub out: Option<PathBuf>,
+    /// Where prepared workloads are cached (default: $CRUSADES_CACHE or ~/.cache/crusades).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Ops shown in the profile table (all with --json).
+    #[arg(long, default_value_t = 15)]
+    pub top: usize,
+    /// Print a JSON report instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct RunReport<'a> {
+    ok: bool,
+    submission: PathBuf,
+    #[serde(flatten)]
+    report: &'a Report,
+    /// The parent's wall clock around the worker process, a cross-check of `timing.run_s`.
+    worker_wall_s: f64,
+    tokens_per_s: Option<f64>,
+    out: Option<PathBuf>,
+}
+
+/// Exit status of a run that the submission failed (as opposed to bad input, 2, or a harness
+/// failure, 1).
+pub const SUBMISSION_FAILED: u8 = 3;
+
+pub fn run(args: RunArgs) -> anyhow::Result<u8> {
+    let mut limits = Limits::default();
+    for l in &args.limits {
+        limits.set(l).map_err(|e| anyhow::Error::new(crate::InputError(format!("--limit {e}"))))?;
+    }
+    let (config, _) = args.workload.resolve()?;
+    crusades_reference::device::parse_device(&args.device)?;
+    let component = super::build::resolve_submission(&args.submission, !args.json)?;
+    let exe = std::env::current_exe()?;
+    let cache = workload::cache_dir(args.cache.as_deref());
+    let workload_dir = workload::prepare(&exe, &cache, &config, &args.workload, &args.device, args.threads, !args.json)?;
+    let (out, _temp) = match &args.out {
+        Some(dir) => (dir.clone(), None),
+        None => {
+            let t = tempfile::Builder::new().prefix("crusades-run-").tempdir()?;
+            (t.path().to_path_buf(), Some(t))
+        }
+    };
+    let job = Job {
+        program: Program::Wasm {
+            path: component.canonicalize()?,
+        },
+        config: config.clone(),
+        corpus_file: args.workload.corpus.as_ref().map(|p| p.canonicalize()).transpose()?,
+        token_dtype: args.workload.token_dtype.clone(),
+        workload_dir,
+        device: args.device.clone(),
+        limits,
+        threads: args.threads,
+    };
+    let spinner = report::spinner(&format!("running {} in the sandbox", component.display()));
+    let result = worker::spawn(&exe, &job, &out);
+    spinner.finish_and_clear();
+    let (report, wall_s) = match result {
+        Ok(r) => (r.report, r.wall_s),
+        Err(f) if f.code.is_submission_fault() => (failed_report(&job, f), f64::NAN),
+        Err(f) => return Err(workload::failure_error(f)),
+    };
+    if let Some(f) = &report.failure {
+        if !f.code.is_submission_fault() {
+            return Err(workload::failure_error(f.clone()));
+        }
+    }
+    let ok = report.failure.is_none();
+    let doc = RunReport {
+        ok,
+        submission: component.clone(),
+        report: &report,
+        worker_wall_s: wall_s,
+        tokens_per_s: ok.then(|| report.tokens as f64 / report.timing.run_s),
+        out: args.out.clone(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+    } else {
+        print_human(&doc, args.top);
+    }
+    Ok(if ok { 0 } else { SUBMISSION_FAILED })
+}
+
+fn failed_report(job: &Job, failure: Failure) -> Report {
+    Report {
+        contract_version: crusades_sandbox::CONTRACT_VERSION.to_string(),
+        program: job.program.name().to_string(),
+        sha256: None,
+        device: job.device.clone(),
+        workload_hash: job.config.workload_hash(),
+        failure: Some(failure),
+        timing: Default::default(),
+        losses: Vec::new(),
+        tokens: 0,
+        profile: None,
+        peak_tensor_bytes: 0,
+        peak_handles: 0,
+        limits: job.limits,
+    }
+}
+
+fn print_human(doc: &RunReport, top: usize) {
+    let r = doc.report;
+    println!("submission {}", doc.submission.display());
+    if let Some(sha) = &r.sha256 {
+        println!("sha256     {sha}");
+    }
+    println!(
+        "workload   {}  ·  {}  ·  contract {}",
+        &r.workload_hash[..16.min(r.workload_hash.len())],
+        r.device,
+        r.contract_version
+    );
+    if let Some(f) = &r.failure {
+        println!("\nFAILED     {}\n           {}", f.code.as_str(), f.message);
+        return;
+    }
+    let t = &r.timing;
+    println!(
+        "\nrun        {}  ({} tokens/s)  ·  worker wall {}  ·  compile {}  ·  instantiate {}  ·  setup {}",
+        report::duration(t.run_s),
+        report::count(doc.tokens_per_s.unwrap_or(0.0)),
+        report::duration(doc.worker_wall_s),
+        report::duration(t.compile_s),
+        report::duration(t.instantiate_s),
+        report::duration(t.setup_s),
+    );
+    let losses: Vec<String> = r.losses.iter().map(|l| format!("{l:.4}")).collect();
+    println!("losses     {}", losses.join("  "));
+    println!(
+        "memory     peak live tensors {}  ·  peak handles {}",
+        report::bytes(r.peak_tensor_bytes as f64),
+        report::count(r.peak_handles as f64)
+    );
+    if let Some(p) = &r.profile {
+        print_profile(p, top);
+    }
+    if let Some(out) = &doc.out {
+        println!("\noutputs    {}", out.display());
+    }
+}
+
+fn print_profile(p: &Profile, top: usize) {
+    if let Some(w) = &p.windows {
+        println!(
+            "windows    {} · p50 {} · p90 {} · p99 {} · max {}",
+            w.count,
+            report::duration(w.p50_s),
+            report::duration(w.p90_s),
+            report::duration(w.p99_s),
+            report::duration(w.max_s)
+        );
+    }
+    println!(
+        "\n{:<30} {:>9} {:>10} {:>7} {:>12} {:>11}",
+        "op", "calls", "time", "time %", "FLOPs", "FLOP/s"
+    );
+    for o in p.ops.iter().take(top) {
+        let share = if p.total_seconds > 0.0 { o.seconds / p.total_seconds } else { 0.0 };
+        let rate = if o.seconds > 0.0 { o.flops / o.seconds } else { 0.0 };
+        println!(
+            "{:<30} {:>9} {:>10} {:>7} {:>12} {:>11}",
+            o.op,
+            report::count(o.calls as f64),
+            report::duration(o.seconds),
+            report::percent(share),
+            report::si(o.flops),
+            report::si(rate)
+        );
+    }
+    if p.ops.len() > top {
+        println!("… {} more ops (--top N, or --json)", p.ops.len() - top);
+    }
+    println!(
+        "{:<30} {:>9} {:>10} {:>7} {:>12}",
+        "total",
+        report::count(p.total_calls as f64),
+        report::duration(p.total_seconds),
+        "",
+        report::si(p.total_flops)
+    );
+}

@@ -1,0 +1,166 @@
+//! The workload flags every command that runs one shares, and the on-disk cache of prepared
+//! workloads (the peer uploads, which take a reference run to make).
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+
+use crusades_reference::config::WorkloadConfig;
+use crusades_reference::corpus::{Corpus, TokenDtype};
+use crusades_sandbox::worker::{self, Job, Program};
+use crusades_sandbox::{Failure, Limits};
+
+use crate::report;
+
+#[derive(Args, Clone)]
+pub struct WorkloadArgs {
+    /// Model and window preset: tiny, small, 150m or 1b (WORKLOAD.md).
+    #[arg(long, default_value = "tiny")]
+    pub preset: String,
+    /// Number of windows W (default: the preset's).
+    #[arg(long)]
+    pub windows: Option<u64>,
+    /// The miner's uid: selects its pages (the peers are uid+1 … uid+P).
+    #[arg(long)]
+    pub uid: Option<u64>,
+    /// The workload seed: θ0 and the synthetic corpus.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Number of peers P whose uploads are aggregated (default: the preset's).
+    #[arg(long)]
+    pub peers: Option<u64>,
+    /// Override any workload field, e.g. --set layers=4 --set lr=1e-3 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE", long_help = settable_help())]
+    pub overrides: Vec<String>,
+    /// Train on a token file (.bin of u16/u32, or .npy) instead of the synthetic corpus.
+    #[arg(long)]
+    pub corpus: Option<PathBuf>,
+    /// Element type of a raw .bin token file.
+    #[arg(long, value_parser = ["u16", "u32"])]
+    pub token_dtype: Option<String>,
+}
+
+fn settable_help() -> String {
+    format!(
+        "Override any workload field (repeatable), e.g. --set layers=4 --set lr=1e-3.\nKeys: {}",
+        WorkloadConfig::SETTABLE.join(", ")
+    )
+}
+
+impl WorkloadArgs {
+    /// The resolved configuration and its corpus.
+    pub fn resolve(&self) -> anyhow::Result<(WorkloadConfig, Corpus)> {
+        let mut config = WorkloadConfig::from_preset(&self.preset)?;
+        let mut overrides = Vec::new();
+        for (key, value) in [
+            ("windows", self.windows),
+            ("uid", self.uid),
+            ("seed", self.seed),
+            ("peers", self.peers),
+        ] {
+            if let Some(v) = value {
+                overrides.push(format!("{key}={v}"));
+            }
+        }
+        if let (Some(seed), None) = (self.seed, &self.corpus) {
+            // The seed also draws the synthetic corpus; a token file has none.
+            overrides.push(format!("corpus_seed={seed}"));
+        }
+        overrides.extend(self.overrides.iter().cloned());
+        config.apply_overrides(&overrides)?;
+        let corpus = match &self.corpus {
+            Some(path) => {
+                let dtype = self
+                    .token_dtype
+                    .as_deref()
+                    .map(TokenDtype::parse)
+                    .transpose()?;
+                Corpus::from_token_file(path, dtype, &mut config)?
+            }
+            None => Corpus::synthetic(&config)?,
+        };
+        Ok((config, corpus))
+    }
+}
+
+/// `--cache`, else $CRUSADES_CACHE, else $XDG_CACHE_HOME/crusades, else ~/.cache/crusades.
+pub fn cache_dir(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    if let Some(p) = std::env::var_os("CRUSADES_CACHE") {
+        return PathBuf::from(p);
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("crusades")
+}
+
+/// Marks a prepared workload directory as complete; written last.
+const COMPLETE: &str = "complete";
+
+/// The prepared workload for `config` on `device` (its peer uploads), made by a reference run
+/// in a worker the first time and cached by workload hash. Peer uploads depend on the device's
+/// arithmetic, so each device kind has its own.
+pub fn prepare(
+    exe: &Path,
+    cache: &Path,
+    config: &WorkloadConfig,
+    args: &WorkloadArgs,
+    device: &str,
+    threads: Option<usize>,
+    chatty: bool,
+) -> anyhow::Result<PathBuf> {
+    let kind = if device.starts_with("cuda") { "cuda" } else { "cpu" };
+    let hash = config.workload_hash();
+    let dir = cache.join("workloads").join(format!("{}-{kind}", &hash[..16]));
+    if dir.join(COMPLETE).is_file() {
+        return Ok(dir);
+    }
+    let staging = cache
+        .join("workloads")
+        .join(format!(".{}-{kind}.tmp-{}", &hash[..16], std::process::id()));
+    let _ = std::fs::remove_dir_all(&staging);
+    let job = Job {
+        program: Program::Prepare,
+        config: config.clone(),
+        corpus_file: args.corpus.as_ref().map(|p| p.canonicalize()).transpose()?,
+        token_dtype: args.token_dtype.clone(),
+        workload_dir: staging.clone(),
+        device: device.to_string(),
+        limits: Limits::default(),
+        threads,
+    };
+    let spinner = report::spinner(&format!(
+        "preparing the workload {} (a reference run makes the peers' uploads; cached afterwards)",
+        &hash[..16]
+    ));
+    let done = worker::spawn(exe, &job, &staging);
+    spinner.finish_and_clear();
+    let result = done.map_err(failure_error)?;
+    if let Some(f) = result.report.failure {
+        return Err(failure_error(f).context("preparing the workload"));
+    }
+    if chatty {
+        eprintln!(
+            "prepared the workload in {} ({})",
+            report::duration(result.wall_s),
+            dir.display()
+        );
+    }
+    std::fs::write(staging.join(COMPLETE), hash.as_bytes())?;
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&staging, &dir)?;
+    Ok(dir)
+}
+
+/// A failure of the harness or the machine, as an error for the CLI.
+pub fn failure_error(f: Failure) -> anyhow::Error {
+    if f.code == crusades_sandbox::FailureCode::Device {
+        anyhow::Error::new(crate::InputError(f.to_string()))
+    } else {
+        anyhow::Error::new(f)
+    }
+}
