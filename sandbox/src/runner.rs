@@ -48,6 +48,16 @@ pub struct GuestRun {
     pub instantiate_s: f64,
 }
 
+/// Encodes a core module built with wit-bindgen (for wasm32-unknown-unknown) as a component,
+/// from the `component-type` section wit-bindgen embeds. The result imports only what the
+/// module uses.
+pub fn encode_component(module: &[u8]) -> Result<Vec<u8>, String> {
+    wit_component::ComponentEncoder::default()
+        .module(module)
+        .and_then(|e| e.validate(true).encode())
+        .map_err(|e| format!("{e:#}"))
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }

@@ -41,6 +41,28 @@ pub fn peer_upload_path(workload_dir: &Path, window: u64, peer: u64) -> std::pat
 }
 
 impl Session {
+    /// θ0 and no windows: for tests and benchmarks of the host itself.
+    pub fn without_windows(config: &WorkloadConfig, device: Device) -> Result<Self, Failure> {
+        let params = Params::init(&config.model, config.seed, device)
+            .map_err(|e| Failure::internal(format!("setting up θ0: {e}")))?;
+        let geometries = params
+            .specs
+            .iter()
+            .map(|s| Geometry::new(&s.shape, config.hparams.chunk))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| Failure::internal(e.to_string()))?;
+        Ok(Self {
+            config: config.clone(),
+            device,
+            names: params.names().map(str::to_string).collect(),
+            params: params.tensors,
+            geometries,
+            batches: Vec::new(),
+            peers: Vec::new(),
+            submitted: Vec::new(),
+        })
+    }
+
     /// θ0, the batches, and the peer uploads read from a prepared workload directory.
     pub fn new(
         config: &WorkloadConfig,

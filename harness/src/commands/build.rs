@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::Args;
 use serde::Serialize;
 
-use crusades_sandbox::runner::sha256_hex;
+use crusades_sandbox::runner::{encode_component, sha256_hex};
 
 use crate::bail_input;
 
@@ -124,9 +124,9 @@ pub fn build(dir: &Path, out: Option<&Path>, chatty: bool) -> anyhow::Result<Bui
         format!("{}: no .wasm came out; is its [lib] crate-type [\"cdylib\"]?", dir.display())
     })?;
     let module = std::fs::read(&core).with_context(|| format!("reading {}", core.display()))?;
-    let component = encode(&module).map_err(|e| {
+    let component = encode_component(&module).map_err(|e| {
         anyhow::Error::new(crate::InputError(format!(
-            "{}: cannot encode it as a component: {e:#}. Does the crate use wit-bindgen with sandbox/wit (the crusades SDK)?",
+            "{}: cannot encode it as a component: {e}. Does the crate use wit-bindgen with sandbox/wit (the crusades SDK)?",
             core.display()
         )))
     })?;
@@ -141,14 +141,6 @@ pub fn build(dir: &Path, out: Option<&Path>, chatty: bool) -> anyhow::Result<Bui
         bytes: component.len(),
         core_module: core,
     })
-}
-
-/// Encodes a core module built with wit-bindgen as a component.
-pub fn encode(module: &[u8]) -> anyhow::Result<Vec<u8>> {
-    wit_component::ComponentEncoder::default()
-        .module(module)?
-        .validate(true)
-        .encode()
 }
 
 /// The cdylib `.wasm` of the package at `manifest`, from cargo's JSON messages.
