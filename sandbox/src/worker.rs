@@ -202,20 +202,33 @@ fn prepare(job: &Job, corpus: &Corpus, device: Device, report: &mut Report) -> R
     let start = Instant::now();
     let run = window::run(&job.config, corpus, device, |_| {}).map_err(internal("the reference run"))?;
     report.timing.run_s = start.elapsed().as_secs_f64();
-    let compressor = CompressorConfig::from(&job.config.hparams);
-    for (w, peers) in run.peers.iter().enumerate() {
-        for (j, upload) in peers.iter().enumerate() {
-            let path = peer_upload_path(&job.workload_dir, w as u64, j as u64);
-            let meta = BTreeMap::from([("window".to_string(), w.to_string()), ("peer".to_string(), j.to_string())]);
-            io::write_upload(&path, upload, None, &compressor, &meta).map_err(internal("writing peer uploads"))?;
-        }
-    }
+    store_peer_uploads(&job.workload_dir, &job.config, &run.peers).map_err(internal("writing peer uploads"))?;
     let trainer = run.trainer;
     Ok(Outputs {
         losses: run.windows.iter().map(|w| w.loss).collect(),
         uploads: run.windows.into_iter().map(|w| w.upload).collect(),
         weights: named_weights(&trainer.params.specs.iter().map(|s| s.name.clone()).collect::<Vec<_>>(), &trainer.params.tensors),
     })
+}
+
+/// Writes `peers[w][j]` where [`Session::new`] reads them.
+pub fn store_peer_uploads(
+    workload_dir: &Path,
+    config: &WorkloadConfig,
+    peers: &[Vec<Upload>],
+) -> crusades_reference::Result<()> {
+    let compressor = CompressorConfig::from(&config.hparams);
+    for (w, window) in peers.iter().enumerate() {
+        for (j, upload) in window.iter().enumerate() {
+            let path = peer_upload_path(workload_dir, w as u64, j as u64);
+            let meta = BTreeMap::from([
+                ("window".to_string(), w.to_string()),
+                ("peer".to_string(), j.to_string()),
+            ]);
+            io::write_upload(&path, upload, None, &compressor, &meta)?;
+        }
+    }
+    Ok(())
 }
 
 fn named_weights(names: &[String], tensors: &[Tensor]) -> Vec<(String, Tensor)> {
