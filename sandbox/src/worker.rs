@@ -63,6 +63,16 @@ pub struct Job {
     pub device: String,
     pub limits: Limits,
     pub threads: Option<usize>,
+    /// Seconds the parent allows past `limits.timeout_s` (process start, set-up, writing the
+    /// outputs) before it kills the worker.
+    #[serde(default = "default_grace")]
+    pub grace_s: f64,
+}
+
+pub const DEFAULT_GRACE_S: f64 = 120.0;
+
+fn default_grace() -> f64 {
+    DEFAULT_GRACE_S
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -326,10 +336,6 @@ pub struct WorkerResult {
     pub wall_s: f64,
 }
 
-/// Extra time the parent allows past the run's own timeout before it kills the worker: for
-/// process start, set-up and writing the outputs.
-pub const GRACE: Duration = Duration::from_secs(120);
-
 /// The parent's side: runs `job` in a worker process (`exe __worker --job … --out …`) and
 /// reads its report. Any way the worker can die becomes a [`Failure`].
 pub fn spawn(exe: &Path, job: &Job, out: &Path) -> Result<WorkerResult, Failure> {
@@ -354,7 +360,7 @@ pub fn spawn(exe: &Path, job: &Job, out: &Path) -> Result<WorkerResult, Failure>
         .stderr(log)
         .spawn()
         .map_err(|e| Failure::internal(format!("cannot start the worker {}: {e}", exe.display())))?;
-    let limit = job.limits.timeout() + GRACE;
+    let limit = job.limits.timeout() + Duration::from_secs_f64(job.grace_s.max(0.0));
     let status = loop {
         match child.try_wait() {
             Ok(Some(status)) => break status,
@@ -366,7 +372,7 @@ pub fn spawn(exe: &Path, job: &Job, out: &Path) -> Result<WorkerResult, Failure>
                     format!(
                         "the worker ran past the run's timeout ({} s) plus {} s of grace and was killed; a single host op cannot be interrupted from inside",
                         job.limits.timeout_s,
-                        GRACE.as_secs()
+                        job.grace_s
                     ),
                 ));
             }

@@ -1,4 +1,5 @@
 pub mod build;
+pub mod compare;
 pub mod compress;
 pub mod ops;
 pub mod reference;

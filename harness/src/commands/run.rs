@@ -37,6 +37,10 @@ pub struct RunArgs {
     /// Where prepared workloads are cached (default: $CRUSADES_CACHE or ~/.cache/crusades).
     #[arg(long)]
     pub cache: Option<PathBuf>,
+    /// Also run the native reference through the same worker path, and report the sandbox's
+    /// time ratio and whether the outputs are bit-identical to the reference's.
+    #[arg(long)]
+    pub vs_reference: bool,
     /// Ops shown in the profile table (all with --json).
     #[arg(long, default_value_t = 15)]
     pub top: usize,
@@ -55,6 +59,22 @@ struct RunReport<'a> {
     worker_wall_s: f64,
     tokens_per_s: Option<f64>,
     out: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    vs_reference: Option<VsReference>,
+}
+
+/// The submission against the native reference, both timed in a worker the same way.
+#[derive(Serialize)]
+struct VsReference {
+    reference_run_s: f64,
+    reference_worker_wall_s: f64,
+    /// Submission run time / reference run time: the sandbox overhead for the baseline.
+    time_ratio: f64,
+    losses_identical: bool,
+    /// Every upload tensor and every final weight equal, bit for bit.
+    outputs_identical: bool,
+    /// The first output that differs, when one does.
+    first_difference: Option<String>,
 }
 
 /// Exit status of a run that the submission failed (as opposed to bad input, 2, or a harness
@@ -90,6 +110,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         device: args.device.clone(),
         limits,
         threads: args.threads,
+        grace_s: worker::DEFAULT_GRACE_S,
     };
     let spinner = report::spinner(&format!("running {} in the sandbox", component.display()));
     let result = worker::spawn(&exe, &job, &out);
@@ -105,6 +126,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         }
     }
     let ok = report.failure.is_none();
+    let vs_reference = if ok && args.vs_reference {
+        Some(compare_with_reference(&exe, &job, &out, &report)?)
+    } else {
+        None
+    };
     let doc = RunReport {
         ok,
         submission: component.clone(),
@@ -112,6 +138,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         worker_wall_s: wall_s,
         tokens_per_s: ok.then(|| report.tokens as f64 / report.timing.run_s),
         out: args.out.clone(),
+        vs_reference,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&doc)?);
@@ -119,6 +146,35 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         print_human(&doc, args.top);
     }
     Ok(if ok { 0 } else { SUBMISSION_FAILED })
+}
+
+fn compare_with_reference(
+    exe: &std::path::Path,
+    job: &Job,
+    out: &std::path::Path,
+    report: &Report,
+) -> anyhow::Result<VsReference> {
+    let ref_out = out.join("reference");
+    let ref_job = Job {
+        program: Program::Reference,
+        ..job.clone()
+    };
+    let spinner = report::spinner("running the native reference through the same worker path");
+    let result = worker::spawn(exe, &ref_job, &ref_out);
+    spinner.finish_and_clear();
+    let reference = result.map_err(workload::failure_error)?;
+    if let Some(f) = reference.report.failure {
+        return Err(workload::failure_error(f).context("the native reference run"));
+    }
+    let first_difference = super::compare::first_difference(out, &ref_out, job.config.windows as usize)?;
+    Ok(VsReference {
+        reference_run_s: reference.report.timing.run_s,
+        reference_worker_wall_s: reference.wall_s,
+        time_ratio: report.timing.run_s / reference.report.timing.run_s,
+        losses_identical: report.losses == reference.report.losses,
+        outputs_identical: first_difference.is_none(),
+        first_difference,
+    })
 }
 
 fn failed_report(job: &Job, failure: Failure) -> Report {
@@ -174,6 +230,18 @@ fn print_human(doc: &RunReport, top: usize) {
     );
     if let Some(p) = &r.profile {
         print_profile(p, top);
+    }
+    if let Some(v) = &doc.vs_reference {
+        println!(
+            "\nreference  {} (worker wall {})  ·  sandbox / native {:.3}×  ·  outputs {}",
+            report::duration(v.reference_run_s),
+            report::duration(v.reference_worker_wall_s),
+            v.time_ratio,
+            match &v.first_difference {
+                None => "bit-identical".to_string(),
+                Some(d) => format!("differ (first: {d})"),
+            }
+        );
     }
     if let Some(out) = &doc.out {
         println!("\noutputs    {}", out.display());

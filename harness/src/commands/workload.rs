@@ -132,6 +132,7 @@ pub fn prepare(
         device: device.to_string(),
         limits: Limits::default(),
         threads,
+        grace_s: worker::DEFAULT_GRACE_S,
     };
     let spinner = report::spinner(&format!(
         "preparing the workload {} (a reference run makes the peers' uploads; cached afterwards)",
