@@ -125,6 +125,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
             return Err(workload::failure_error(f.clone()));
         }
     }
+    if report.failure.is_none() && report.timing.run_s > wall_s {
+        anyhow::bail!(
+            "the worker's clock ({:.3} s) exceeds the parent's wall clock around the whole worker ({wall_s:.3} s); the timing cannot be trusted",
+            report.timing.run_s
+        );
+    }
     let ok = report.failure.is_none();
     let vs_reference = if ok && args.vs_reference {
         Some(compare_with_reference(&exe, &job, &out, &report)?)

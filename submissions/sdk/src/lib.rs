@@ -37,6 +37,7 @@ pub mod bindings {
 }
 
 pub mod compress;
+pub mod math;
 pub mod nn;
 mod tensor;
 pub mod workload;

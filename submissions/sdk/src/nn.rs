@@ -19,7 +19,9 @@ pub fn rms_norm(x: &Tensor, dim: i64, weight: &Tensor, eps: f64) -> Result<Tenso
 
 /// cos and sin tables `[t, head_dim]` (row-major) for rotate-half RoPE: angle
 /// `pos / θ^(2i/head_dim)` for `i < head_dim/2`, both halves of a head sharing the frequencies.
-/// Computed in f64 and rounded to f32, as the reference does.
+/// Computed in f64 and rounded to f32, as the reference does; the frequencies use the
+/// correctly rounded [`math::pow`](crate::math::pow), which reproduces the native (glibc) values
+/// that a wasm guest's bundled libm would miss by an ulp now and then.
 pub fn rope_table_values(t: i64, head_dim: i64, theta: f64) -> (Vec<f32>, Vec<f32>) {
     let half = head_dim / 2;
     let n = (t.max(0) * head_dim.max(0)) as usize;
@@ -27,7 +29,7 @@ pub fn rope_table_values(t: i64, head_dim: i64, theta: f64) -> (Vec<f32>, Vec<f3
     let mut sin = Vec::with_capacity(n);
     for pos in 0..t {
         let angles: Vec<f64> = (0..half)
-            .map(|i| pos as f64 / theta.powf((2 * i) as f64 / head_dim as f64))
+            .map(|i| pos as f64 / crate::math::pow(theta, (2 * i) as f64 / head_dim as f64))
             .collect();
         for _ in 0..2 {
             cos.extend(angles.iter().map(|a| a.cos() as f32));
@@ -100,7 +102,7 @@ mod tests {
             assert_eq!(cos[row..row + 4], cos[row + 4..row + 8]);
             assert_eq!(sin[row..row + 4], sin[row + 4..row + 8]);
             for i in 0..4 {
-                let angle = pos as f64 / 10_000f64.powf(2.0 * i as f64 / 8.0);
+                let angle = pos as f64 / crate::math::pow(10_000.0, 2.0 * i as f64 / 8.0);
                 assert_eq!(cos[row + i], angle.cos() as f32);
                 assert_eq!(sin[row + i], angle.sin() as f32);
                 let r = (cos[row + i] as f64).hypot(sin[row + i] as f64);
