@@ -46,7 +46,11 @@ impl Trainer {
 
     /// One window on `(inputs, labels)`, aggregating with the peers' uploads for this window.
     /// Returns the loss and this window's upload, one entry per parameter.
-    fn step(&mut self, batch: &workload::Batch, peers: &[Vec<Upload>]) -> Result<(Tensor, Vec<Upload>)> {
+    fn step(
+        &mut self,
+        batch: &workload::Batch,
+        peers: &[Vec<Upload>],
+    ) -> Result<(Tensor, Vec<Upload>)> {
         let n = self.params.tensors.len();
         for (j, p) in peers.iter().enumerate() {
             // Aggregation pairs tensors by position.

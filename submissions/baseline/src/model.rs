@@ -34,10 +34,20 @@ pub fn param_names(layers: usize) -> Vec<String> {
 pub struct Params {
     pub config: ModelConfig,
     pub tensors: Vec<Tensor>,
+    /// The RoPE tables of the last sequence length: (T, cos, sin). The reference rebuilds them
+    /// on every call; they are constants, so reusing them changes no value.
+    rope: Option<(i64, Tensor, Tensor)>,
 }
 
 impl Params {
     pub fn new(config: ModelConfig, named: Vec<(String, Tensor)>) -> Result<Self> {
+        let (d, h, hkv) = (config.d_model, config.heads, config.kv_heads);
+        if h == 0 || hkv == 0 || d % h != 0 || h % hkv != 0 || (d / h) % 2 != 0 {
+            return Err(Error::guest(format!(
+                "d_model {d}, heads {h}, kv_heads {hkv}: heads must divide d_model into even \
+                 head dims, and kv_heads must divide heads"
+            )));
+        }
         let want = 1 + config.layers as usize * PER_LAYER + 2;
         if named.len() != want {
             return Err(Error::guest(format!(
@@ -55,12 +65,13 @@ impl Params {
         Ok(Self {
             config,
             tensors,
+            rope: None,
         })
     }
 
     /// The mean token cross-entropy of `inputs → labels` (both i64 `[seqs, T]`), in f32.
-    pub fn loss(&self, inputs: &Tensor, labels: &Tensor) -> Result<Tensor> {
-        let m = &self.config;
+    pub fn loss(&mut self, inputs: &Tensor, labels: &Tensor) -> Result<Tensor> {
+        let m = self.config;
         let [batch, t] = inputs.shape()[..] else {
             return Err(Error::guest(format!(
                 "inputs must be [seqs, T], got {:?}",
@@ -69,8 +80,14 @@ impl Params {
         };
         let (d, vocab) = (m.d_model as i64, m.vocab as i64);
         let (hd, h, hkv) = (m.head_dim(), m.heads as i64, m.kv_heads as i64);
+        if !matches!(self.rope, Some((len, _, _)) if len == t) {
+            let (cos, sin) = nn::rope_tables(t, hd, m.rope_theta)?;
+            self.rope = Some((t, cos, sin));
+        }
+        let Some((_, cos, sin)) = &self.rope else {
+            return Err(Error::guest("no RoPE tables"));
+        };
         let p = |i: usize| &self.tensors[i];
-        let (cos, sin) = nn::rope_tables(t, hd, m.rope_theta)?;
 
         let mut x = Tensor::embedding(p(0), inputs)?;
         for layer in 0..m.layers as usize {
@@ -88,8 +105,8 @@ impl Params {
                 .linear(p(b + 3), None)?
                 .view(&[batch, t, hkv, hd])?
                 .transpose(1, 2)?;
-            let q = nn::apply_rope(&q, &cos, &sin, hd)?;
-            let k = nn::repeat_kv(nn::apply_rope(&k, &cos, &sin, hd)?, h, hkv)?;
+            let q = nn::apply_rope(&q, cos, sin, hd)?;
+            let k = nn::repeat_kv(nn::apply_rope(&k, cos, sin, hd)?, h, hkv)?;
             let v = nn::repeat_kv(v, h, hkv)?;
             let attn = nn::causal_attention(&q, &k, &v)?
                 .transpose(1, 2)?
@@ -109,7 +126,11 @@ impl Params {
     }
 
     /// The loss (detached) and its gradient for every parameter (not accumulated into `.grad`).
-    pub fn loss_and_grads(&self, inputs: &Tensor, labels: &Tensor) -> Result<(Tensor, Vec<Tensor>)> {
+    pub fn loss_and_grads(
+        &mut self,
+        inputs: &Tensor,
+        labels: &Tensor,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
         let loss = self.loss(inputs, labels)?;
         let params: Vec<&Tensor> = self.tensors.iter().collect();
         let grads = Tensor::autograd_grad(&[&loss], &params, false)?;
@@ -121,5 +142,22 @@ impl Params {
             )));
         }
         Ok((loss.detach()?, grads))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{param_names, PER_LAYER};
+
+    #[test]
+    fn parameter_names_follow_the_reference_order() {
+        let names = param_names(2);
+        assert_eq!(names.len(), 1 + 2 * PER_LAYER + 2);
+        assert_eq!(names[0], "model.embed_tokens.weight");
+        assert_eq!(names[1], "model.layers.0.input_layernorm.weight");
+        assert_eq!(names[9], "model.layers.0.mlp.down_proj.weight");
+        assert_eq!(names[10], "model.layers.1.input_layernorm.weight");
+        assert_eq!(names[19], "model.norm.weight");
+        assert_eq!(names[20], "lm_head.weight");
     }
 }

@@ -378,7 +378,10 @@ mod tests {
     #[test]
     fn geometry_of_the_presets() {
         let g = Geometry::new(&[1408, 512], 64).unwrap();
-        assert_eq!((g.h, g.w, g.chunks(), g.chunk_len(), g.k(32)), (64, 64, 22 * 8, 4096, 32));
+        assert_eq!(
+            (g.h, g.w, g.chunks(), g.chunk_len(), g.k(32)),
+            (64, 64, 22 * 8, 4096, 32)
+        );
         let g = Geometry::new(&[128], 64).unwrap();
         assert_eq!((g.h, g.w, g.grid(), g.k(32)), (1, 64, vec![2], 32));
         let g = Geometry::new(&[7, 5], 64).unwrap();

@@ -30,7 +30,7 @@
 pub mod bindings {
     wit_bindgen::generate!({
         world: "submission",
-        path: "/tmp/crusades-wit",
+        path: "../../sandbox/wit",
         pub_export_macro: true,
         default_bindings_module: "crusades_sdk::bindings",
     });
@@ -149,6 +149,7 @@ pub trait Submission {
 /// crusades_sdk::export!(MySub);
 /// ```
 #[macro_export]
+#[rustfmt::skip]
 macro_rules! export {
     ($ty:ty) => {
         const _: () = {

@@ -126,7 +126,7 @@ pub fn pow(x: f64, y: f64) -> f64 {
         return x.powf(y);
     }
     let l = ln_dd(x).mul_f(y);
-    if !(l.hi.abs() < 700.0) {
+    if l.hi.is_nan() || l.hi.abs() >= 700.0 {
         return x.powf(y);
     }
     let r = exp_dd(l);

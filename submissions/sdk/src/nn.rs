@@ -25,12 +25,17 @@ pub fn rms_norm(x: &Tensor, dim: i64, weight: &Tensor, eps: f64) -> Result<Tenso
 pub fn rope_table_values(t: i64, head_dim: i64, theta: f64) -> (Vec<f32>, Vec<f32>) {
     let half = head_dim / 2;
     let n = (t.max(0) * head_dim.max(0)) as usize;
+    // θ^(2i/d) does not depend on the position: one pow per frequency.
+    let freqs: Vec<f64> = (0..half)
+        .map(|i| crate::math::pow(theta, (2 * i) as f64 / head_dim as f64))
+        .collect();
     let mut cos = Vec::with_capacity(n);
     let mut sin = Vec::with_capacity(n);
+    let mut angles = vec![0f64; half.max(0) as usize];
     for pos in 0..t {
-        let angles: Vec<f64> = (0..half)
-            .map(|i| pos as f64 / crate::math::pow(theta, (2 * i) as f64 / head_dim as f64))
-            .collect();
+        for (a, f) in angles.iter_mut().zip(&freqs) {
+            *a = pos as f64 / f;
+        }
         for _ in 0..2 {
             cos.extend(angles.iter().map(|a| a.cos() as f32));
             sin.extend(angles.iter().map(|a| a.sin() as f32));
@@ -64,10 +69,14 @@ pub fn apply_rope(x: &Tensor, cos: &Tensor, sin: &Tensor, head_dim: i64) -> Resu
 /// (`[b, kv_heads, s, d]` → `[b, heads, s, d]`); the tensor itself when they are equal.
 pub fn repeat_kv(x: Tensor, heads: i64, kv_heads: i64) -> Result<Tensor> {
     if kv_heads == heads {
-        Ok(x)
-    } else {
-        x.repeat_interleave(heads / kv_heads, 1)
+        return Ok(x);
     }
+    if kv_heads < 1 || heads % kv_heads != 0 {
+        return Err(crate::Error::guest(format!(
+            "{heads} query heads cannot share {kv_heads} key/value heads"
+        )));
+    }
+    x.repeat_interleave(heads / kv_heads, 1)
 }
 
 /// Causal scaled-dot-product attention, scale 1/√head_dim, over `[b, h, s, d]` q, k, v
@@ -111,5 +120,29 @@ mod tests {
         }
         // Frequency 0 turns one radian per position.
         assert_eq!(cos[hd as usize], 1f64.cos() as f32);
+    }
+
+    /// Natively `f64::powf` is the platform libm that the reference uses: on glibc, the tables
+    /// with the correctly rounded pow equal the reference's, bit for bit.
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    #[test]
+    fn rope_tables_equal_the_native_libm_tables() {
+        fn libm_tables(t: i64, hd: i64) -> (Vec<f32>, Vec<f32>) {
+            let (mut cos, mut sin) = (Vec::new(), Vec::new());
+            for pos in 0..t {
+                let angles: Vec<f64> = (0..hd / 2)
+                    .map(|i| pos as f64 / 10_000f64.powf((2 * i) as f64 / hd as f64))
+                    .collect();
+                for _ in 0..2 {
+                    cos.extend(angles.iter().map(|a| a.cos() as f32));
+                    sin.extend(angles.iter().map(|a| a.sin() as f32));
+                }
+            }
+            (cos, sin)
+        }
+        for hd in [32, 64, 128] {
+            let ours = rope_table_values(2048, hd, 10_000.0);
+            assert!(ours == libm_tables(2048, hd), "head_dim {hd}");
+        }
     }
 }

@@ -336,7 +336,7 @@ impl Tensor {
 
     /// The value of a one-element tensor (waits for the device).
     pub fn item(&self) -> Result<f64> {
-        Ok(raw::item(&self.0)?)
+        raw::item(&self.0)
     }
 
     pub fn to_dtype(&self, dtype: Dtype) -> Result<Tensor> {
@@ -705,7 +705,13 @@ impl Tensor {
         end: Option<i64>,
         step: i64,
     ) -> Result<Tensor> {
-        SLICE.call1(&[t(self), Arg::Int(dim), start.into(), end.into(), Arg::Int(step)])
+        SLICE.call1(&[
+            t(self),
+            Arg::Int(dim),
+            start.into(),
+            end.into(),
+            Arg::Int(step),
+        ])
     }
 
     pub fn select(&self, dim: i64, index: i64) -> Result<Tensor> {
@@ -870,8 +876,8 @@ impl Tensor {
     }
 }
 
-// Operators: `&a + &b`, `&a * 2.0`, `-&a`, … Each is one op call, so each gives a `Result`;
-// chain with `?`: `((&a + &b)? * 0.5)?`.
+// Operators: `&a + &b`, `&a * 2.0`, `-&a`, on owned tensors too. Each is one op call, so
+// each gives a `Result`; chain with `?`: `((&a + &b)? * 0.5)?`.
 macro_rules! operator {
     ($($trait:ident $method:ident;)*) => {
         $(
@@ -881,10 +887,34 @@ macro_rules! operator {
                     Tensor::$method(self, rhs)
                 }
             }
+            impl std::ops::$trait<Tensor> for &Tensor {
+                type Output = Result<Tensor>;
+                fn $method(self, rhs: Tensor) -> Result<Tensor> {
+                    Tensor::$method(self, &rhs)
+                }
+            }
+            impl std::ops::$trait<&Tensor> for Tensor {
+                type Output = Result<Tensor>;
+                fn $method(self, rhs: &Tensor) -> Result<Tensor> {
+                    Tensor::$method(&self, rhs)
+                }
+            }
+            impl std::ops::$trait<Tensor> for Tensor {
+                type Output = Result<Tensor>;
+                fn $method(self, rhs: Tensor) -> Result<Tensor> {
+                    Tensor::$method(&self, &rhs)
+                }
+            }
             impl std::ops::$trait<f64> for &Tensor {
                 type Output = Result<Tensor>;
                 fn $method(self, rhs: f64) -> Result<Tensor> {
                     Tensor::$method(self, rhs)
+                }
+            }
+            impl std::ops::$trait<f64> for Tensor {
+                type Output = Result<Tensor>;
+                fn $method(self, rhs: f64) -> Result<Tensor> {
+                    Tensor::$method(&self, rhs)
                 }
             }
         )*
@@ -902,6 +932,13 @@ impl std::ops::Neg for &Tensor {
     type Output = Result<Tensor>;
     fn neg(self) -> Result<Tensor> {
         Tensor::neg(self)
+    }
+}
+
+impl std::ops::Neg for Tensor {
+    type Output = Result<Tensor>;
+    fn neg(self) -> Result<Tensor> {
+        Tensor::neg(&self)
     }
 }
 
@@ -929,7 +966,11 @@ mod tests {
             eprintln!("sandbox/src/registry.rs is not there; skipping");
             return;
         };
-        assert!(names.len() > 100, "parsed only {} registry ops", names.len());
+        assert!(
+            names.len() > 100,
+            "parsed only {} registry ops",
+            names.len()
+        );
         let missing: Vec<&str> = ops::ALL
             .iter()
             .map(|op| op.name())
@@ -940,6 +981,9 @@ mod tests {
             .iter()
             .filter(|r| !ops::ALL.iter().any(|op| op.name() == r.as_str()))
             .collect();
-        assert!(unwrapped.is_empty(), "registry ops without a wrapper: {unwrapped:?}");
+        assert!(
+            unwrapped.is_empty(),
+            "registry ops without a wrapper: {unwrapped:?}"
+        );
     }
 }

@@ -4,12 +4,12 @@
 use crate::bindings::crusades::submission::workload as raw;
 use crate::{Result, Tensor};
 
-/// The model's shape: vocab, d_model, layers, heads, kv_heads, ffn, seq_len, rms_eps,
-/// rope_theta.
-pub use raw::ModelConfig;
 /// Templar's hyper-parameters: lr, weight_decay, momentum_decay, chunk, topk, bins,
 /// range_sigmas, eval_lr_factor.
 pub use raw::HyperParams;
+/// The model's shape: vocab, d_model, layers, heads, kv_heads, ffn, seq_len, rms_eps,
+/// rope_theta.
+pub use raw::ModelConfig;
 /// The whole configuration: model, hparams, seqs_per_window, windows, peers.
 pub use raw::WorkloadConfig as Config;
 
@@ -101,5 +101,5 @@ pub fn submit<'a>(
     uploads: impl IntoIterator<Item = &'a Upload>,
 ) -> Result<()> {
     let views: Vec<raw::UploadView<'_>> = uploads.into_iter().map(Upload::view).collect();
-    Ok(raw::submit(window, &loss.0, &views)?)
+    raw::submit(window, &loss.0, &views)
 }
