@@ -153,7 +153,8 @@ pub fn spinner(what: &str) -> indicatif::ProgressBar {
 
 /// A quantity with an SI prefix: 1.23 G, 456 M.
 pub fn si(v: f64) -> String {
-    const PREFIXES: [(f64, &str); 5] = [(1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")];
+    const PREFIXES: [(f64, &str); 5] =
+        [(1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")];
     for (scale, p) in PREFIXES {
         if v.abs() >= scale {
             return format!("{:.2} {p}", v / scale);

@@ -4,7 +4,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn crusades(args: &[&str], cache: &Path) -> Output {
@@ -31,7 +34,11 @@ fn the_baseline_runs_through_the_worker_and_matches_the_native_reference() {
     let cache = tmp.path().join("cache");
     let baseline = root().join("submissions/baseline");
     let built = crusades(&["build", baseline.to_str().unwrap(), "--json"], &cache);
-    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
     let built = json(&built);
     let component = built["component"].as_str().unwrap().to_string();
     assert_eq!(built["sha256"].as_str().unwrap().len(), 64);
@@ -39,10 +46,26 @@ fn the_baseline_runs_through_the_worker_and_matches_the_native_reference() {
 
     let out = tmp.path().join("out");
     let o = crusades(
-        &["run", &component, "--preset", "tiny", "--windows", "2", "--vs-reference", "--json", "--out", out.to_str().unwrap()],
+        &[
+            "run",
+            &component,
+            "--preset",
+            "tiny",
+            "--windows",
+            "2",
+            "--vs-reference",
+            "--json",
+            "--out",
+            out.to_str().unwrap(),
+        ],
         &cache,
     );
-    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let r = json(&o);
     assert_eq!(r["ok"], true);
     assert_eq!(r["sha256"], built["sha256"]);
@@ -54,18 +77,49 @@ fn the_baseline_runs_through_the_worker_and_matches_the_native_reference() {
     assert!(v["time_ratio"].as_f64().unwrap() > 0.0);
     let run_s = r["timing"]["run_s"].as_f64().unwrap();
     let wall = r["worker_wall_s"].as_f64().unwrap();
-    assert!(run_s > 0.0 && wall >= run_s, "the parent's clock ({wall}) must cover the worker's ({run_s})");
+    assert!(
+        run_s > 0.0 && wall >= run_s,
+        "the parent's clock ({wall}) must cover the worker's ({run_s})"
+    );
     let ops = r["profile"]["ops"].as_array().unwrap();
-    assert!(ops.iter().any(|op| op["op"] == "scaled_dot_product_attention"));
-    let times: Vec<f64> = ops.iter().map(|op| op["seconds"].as_f64().unwrap()).collect();
-    assert!(times.windows(2).all(|w| w[0] >= w[1]), "the profile is sorted by time");
-    for f in ["weights.safetensors", "uploads/w0.safetensors", "uploads/w1.safetensors", "report.json"] {
+    assert!(ops
+        .iter()
+        .any(|op| op["op"] == "scaled_dot_product_attention"));
+    let times: Vec<f64> = ops
+        .iter()
+        .map(|op| op["seconds"].as_f64().unwrap())
+        .collect();
+    assert!(
+        times.windows(2).all(|w| w[0] >= w[1]),
+        "the profile is sorted by time"
+    );
+    for f in [
+        "weights.safetensors",
+        "uploads/w0.safetensors",
+        "uploads/w1.safetensors",
+        "report.json",
+    ] {
         assert!(out.join(f).is_file(), "{f} was not written");
     }
 
     // The crate directory works as well as the component, and the workload is now cached.
-    let human = crusades(&["run", baseline.to_str().unwrap(), "--preset", "tiny", "--windows", "2"], &cache);
-    assert_eq!(human.status.code(), Some(0), "{}", String::from_utf8_lossy(&human.stderr));
+    let human = crusades(
+        &[
+            "run",
+            baseline.to_str().unwrap(),
+            "--preset",
+            "tiny",
+            "--windows",
+            "2",
+        ],
+        &cache,
+    );
+    assert_eq!(
+        human.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&human.stderr)
+    );
     let text = String::from_utf8_lossy(&human.stdout);
     assert!(text.contains("FLOP/s") && text.contains("linear"), "{text}");
     assert!(!String::from_utf8_lossy(&human.stderr).contains("prepared the workload"));
@@ -77,20 +131,43 @@ fn a_failing_submission_exits_3_with_its_failure_code() {
     let cache = tmp.path().join("cache");
     let junk = tmp.path().join("junk.wasm");
     std::fs::write(&junk, b"not a module").unwrap();
-    let o = crusades(&["run", junk.to_str().unwrap(), "--windows", "1", "--json"], &cache);
-    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = crusades(
+        &["run", junk.to_str().unwrap(), "--windows", "1", "--json"],
+        &cache,
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let r = json(&o);
     assert_eq!(r["ok"], false);
     assert_eq!(r["failure"]["code"], "not-wasm");
 
     let flood = root().join("sandbox/tests/guests/op-flood");
     let o = crusades(
-        &["run", flood.to_str().unwrap(), "--windows", "1", "--limit", "max_ops=5000"],
+        &[
+            "run",
+            flood.to_str().unwrap(),
+            "--windows",
+            "1",
+            "--limit",
+            "max_ops=5000",
+        ],
         &cache,
     );
-    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        o.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let text = String::from_utf8_lossy(&o.stdout);
-    assert!(text.contains("op-limit") && text.contains("max_ops"), "{text}");
+    assert!(
+        text.contains("op-limit") && text.contains("max_ops"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -147,6 +147,9 @@ mod tests {
         assert_eq!(p.total_bytes, 600);
         let w = p.windows.unwrap();
         assert_eq!(w.count, 4);
-        assert!((w.max_s - 0.040).abs() < 1e-4 && (w.p50_s - 0.020).abs() < 1e-4, "{w:?}");
+        assert!(
+            (w.max_s - 0.040).abs() < 1e-4 && (w.p50_s - 0.020).abs() < 1e-4,
+            "{w:?}"
+        );
     }
 }

@@ -31,9 +31,9 @@ mod bindings {
     });
 }
 
-pub use bindings::{Submission, SubmissionPre};
 use bindings::crusades::submission::tensors as wit;
 use bindings::crusades::submission::workload as wl;
+pub use bindings::{Submission, SubmissionPre};
 
 /// A live tensor behind a guest handle, with the bytes it is charged.
 pub struct TensorEntry {
@@ -281,9 +281,9 @@ impl State {
         elt: u64,
     ) -> wasmtime::Result<Result<Resource<TensorEntry>, wit::OpError>> {
         self.tick()?;
-        let numel: Option<u64> = shape
-            .iter()
-            .try_fold(1u64, |n, &d| u64::try_from(d).ok().and_then(|d| n.checked_mul(d)));
+        let numel: Option<u64> = shape.iter().try_fold(1u64, |n, &d| {
+            u64::try_from(d).ok().and_then(|d| n.checked_mul(d))
+        });
         let Some(numel) = numel else {
             let e = OpError::new(Code::BadArguments, format!("invalid shape {shape:?}"));
             return Ok(Err(self.refuse(what, e)));
@@ -339,7 +339,10 @@ impl State {
                 if t.size() != shape && !(shape.is_empty() && t.numel() == 1) {
                     return Err(OpError::new(
                         Code::ShapeMismatch,
-                        format!("{name}.{part} must have shape {shape:?}, got {:?}", t.size()),
+                        format!(
+                            "{name}.{part} must have shape {shape:?}, got {:?}",
+                            t.size()
+                        ),
                     ));
                 }
                 Ok(())
@@ -349,7 +352,9 @@ impl State {
             check("shift", shift, Kind::Float, &[])?;
             check("scale", scale, Kind::Float, &[])?;
             check("lookup", lookup, Kind::Float, &[bins])?;
-            let copy = |t: &Tensor| detached_copy(t).map_err(|e| OpError::new(Code::OpFailed, e.to_string()));
+            let copy = |t: &Tensor| {
+                detached_copy(t).map_err(|e| OpError::new(Code::OpFailed, e.to_string()))
+            };
             out.push(CompressedTensor {
                 geometry: g.clone(),
                 idx: copy(idx)?,
@@ -463,7 +468,8 @@ impl wit::Host for State {
             self.graph_flops += flops;
         }
         let bytes = args.tensors().chain(&outputs).map(charged_bytes).sum();
-        self.accounting.record_op(id as usize, elapsed, flops, bytes);
+        self.accounting
+            .record_op(id as usize, elapsed, flops, bytes);
         drop(args);
         let handles = outputs
             .into_iter()
@@ -664,7 +670,11 @@ impl wl::Host for State {
         }
         let loss = match detached_copy(loss) {
             Ok(l) => l,
-            Err(e) => return Ok(Err(self.refuse("submit", OpError::new(Code::OpFailed, e.to_string())))),
+            Err(e) => {
+                return Ok(Err(
+                    self.refuse("submit", OpError::new(Code::OpFailed, e.to_string()))
+                ))
+            }
         };
         let upload = match self.take_upload(&upload) {
             Ok(u) => u,

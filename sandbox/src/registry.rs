@@ -587,24 +587,20 @@ fn unary(a: &Args, f: fn(&Tensor) -> Result<Tensor, tch::TchError>) -> OpResult<
     one(f(a.t(0)?)?)
 }
 
-fn float_unary(
-    a: &Args,
-    f: fn(&Tensor) -> Result<Tensor, tch::TchError>,
-) -> OpResult<Vec<Tensor>> {
+fn float_unary(a: &Args, f: fn(&Tensor) -> Result<Tensor, tch::TchError>) -> OpResult<Vec<Tensor>> {
     one(f(a.ft(0)?)?)
 }
 
-fn unary_(
-    a: &Args,
-    f: fn(&mut Tensor) -> Result<Tensor, tch::TchError>,
-) -> OpResult<Vec<Tensor>> {
+fn unary_(a: &Args, f: fn(&mut Tensor) -> Result<Tensor, tch::TchError>) -> OpResult<Vec<Tensor>> {
     let _ = f(&mut a.t(0)?.shallow_clone())?;
     none()
 }
 
 fn shape_of(shape: &[i64]) -> OpResult<&[i64]> {
     if shape.iter().any(|d| *d < 0) {
-        return Err(bad(format!("a shape cannot have negative sizes: {shape:?}")));
+        return Err(bad(format!(
+            "a shape cannot have negative sizes: {shape:?}"
+        )));
     }
     Ok(shape)
 }
@@ -694,7 +690,10 @@ fn sdpa(a: &Args) -> OpResult<Vec<Tensor>> {
         if t.dim() != 4 {
             return Err(OpError::new(
                 Code::ShapeMismatch,
-                format!("{name} must be [batch, heads, seq, head_dim], got {:?}", t.size()),
+                format!(
+                    "{name} must be [batch, heads, seq, head_dim], got {:?}",
+                    t.size()
+                ),
             ));
         }
     }
@@ -756,321 +755,1052 @@ use Flops::{Attention, Backward, Contraction, PerElement, PerInput, Zero};
 /// Every op a submission can call. Names follow PyTorch; a trailing `_` marks an in-place op.
 pub static REGISTRY: &[Op] = &[
     // ── creation and casts ──
-    op!("zeros", [p("shape", K::Ints), opt("dtype", K::Dtype)], Zero, |c, a| {
-        one(Tensor::f_zeros(shape_of(a.ints(0)?)?, (a.opt_dtype(1)?.unwrap_or(Kind::Float), c.device))?)
-    }),
-    op!("ones", [p("shape", K::Ints), opt("dtype", K::Dtype)], Zero, |c, a| {
-        one(Tensor::f_ones(shape_of(a.ints(0)?)?, (a.opt_dtype(1)?.unwrap_or(Kind::Float), c.device))?)
-    }),
-    op!("full", [p("shape", K::Ints), p("value", K::Float), opt("dtype", K::Dtype)], Zero, |c, a| {
-        one(Tensor::f_full(shape_of(a.ints(0)?)?, a.float(1)?, (a.opt_dtype(2)?.unwrap_or(Kind::Float), c.device))?)
-    }),
-    op!("arange", [p("end", K::Int), opt("dtype", K::Dtype)], Zero, |c, a| {
-        one(Tensor::f_arange(a.int(0)?, (a.opt_dtype(1)?.unwrap_or(Kind::Int64), c.device))?)
-    }),
-    op!("eye", [p("n", K::Int), opt("dtype", K::Dtype)], Zero, |c, a| {
-        one(Tensor::f_eye(a.int(0)?, (a.opt_dtype(1)?.unwrap_or(Kind::Float), c.device))?)
-    }),
-    op!("zeros_like", [p("self", K::Tensor)], Zero, |_, a| unary(a, Tensor::f_zeros_like)),
-    op!("ones_like", [p("self", K::Tensor)], Zero, |_, a| unary(a, Tensor::f_ones_like)),
-    op!("full_like", [p("self", K::Tensor), p("value", K::Float)], Zero, |_, a| {
-        one(a.t(0)?.f_full_like(a.float(1)?)?)
-    }),
-    op!("to_dtype", [p("self", K::Tensor), p("dtype", K::Dtype)], Zero, |_, a| {
-        one(a.t(0)?.f_to_kind(a.opt_dtype(1)?.unwrap_or(Kind::Float))?)
-    }),
+    op!(
+        "zeros",
+        [p("shape", K::Ints), opt("dtype", K::Dtype)],
+        Zero,
+        |c, a| {
+            one(Tensor::f_zeros(
+                shape_of(a.ints(0)?)?,
+                (a.opt_dtype(1)?.unwrap_or(Kind::Float), c.device),
+            )?)
+        }
+    ),
+    op!(
+        "ones",
+        [p("shape", K::Ints), opt("dtype", K::Dtype)],
+        Zero,
+        |c, a| {
+            one(Tensor::f_ones(
+                shape_of(a.ints(0)?)?,
+                (a.opt_dtype(1)?.unwrap_or(Kind::Float), c.device),
+            )?)
+        }
+    ),
+    op!(
+        "full",
+        [
+            p("shape", K::Ints),
+            p("value", K::Float),
+            opt("dtype", K::Dtype)
+        ],
+        Zero,
+        |c, a| {
+            one(Tensor::f_full(
+                shape_of(a.ints(0)?)?,
+                a.float(1)?,
+                (a.opt_dtype(2)?.unwrap_or(Kind::Float), c.device),
+            )?)
+        }
+    ),
+    op!(
+        "arange",
+        [p("end", K::Int), opt("dtype", K::Dtype)],
+        Zero,
+        |c, a| {
+            one(Tensor::f_arange(
+                a.int(0)?,
+                (a.opt_dtype(1)?.unwrap_or(Kind::Int64), c.device),
+            )?)
+        }
+    ),
+    op!(
+        "eye",
+        [p("n", K::Int), opt("dtype", K::Dtype)],
+        Zero,
+        |c, a| {
+            one(Tensor::f_eye(
+                a.int(0)?,
+                (a.opt_dtype(1)?.unwrap_or(Kind::Float), c.device),
+            )?)
+        }
+    ),
+    op!("zeros_like", [p("self", K::Tensor)], Zero, |_, a| unary(
+        a,
+        Tensor::f_zeros_like
+    )),
+    op!("ones_like", [p("self", K::Tensor)], Zero, |_, a| unary(
+        a,
+        Tensor::f_ones_like
+    )),
+    op!(
+        "full_like",
+        [p("self", K::Tensor), p("value", K::Float)],
+        Zero,
+        |_, a| { one(a.t(0)?.f_full_like(a.float(1)?)?) }
+    ),
+    op!(
+        "to_dtype",
+        [p("self", K::Tensor), p("dtype", K::Dtype)],
+        Zero,
+        |_, a| { one(a.t(0)?.f_to_kind(a.opt_dtype(1)?.unwrap_or(Kind::Float))?) }
+    ),
     op!("copy", [p("self", K::Tensor)], Zero, |_, a| {
-        one(crusades_reference::model::detached_copy(a.t(0)?).map_err(|e| OpError::new(Code::OpFailed, e.to_string()))?)
+        one(crusades_reference::model::detached_copy(a.t(0)?)
+            .map_err(|e| OpError::new(Code::OpFailed, e.to_string()))?)
     }),
-    op!("copy_", [p("self", K::Tensor), p("src", K::Tensor)], Zero, |_, a| {
-        let (x, src) = (a.t(0)?, a.t(1)?);
-        check_broadcast(x, src)?;
-        x.shallow_clone().f_copy_(src)?;
-        none()
-    }),
-    op!("contiguous", [p("self", K::Tensor)], Zero, |_, a| unary(a, Tensor::f_contiguous)),
-    op!("detach", [p("self", K::Tensor)], Zero, |_, a| unary(a, Tensor::f_detach)),
-    op!("detach_", [p("self", K::Tensor)], Zero, |_, a| unary_(a, Tensor::f_detach_)),
+    op!(
+        "copy_",
+        [p("self", K::Tensor), p("src", K::Tensor)],
+        Zero,
+        |_, a| {
+            let (x, src) = (a.t(0)?, a.t(1)?);
+            check_broadcast(x, src)?;
+            x.shallow_clone().f_copy_(src)?;
+            none()
+        }
+    ),
+    op!("contiguous", [p("self", K::Tensor)], Zero, |_, a| unary(
+        a,
+        Tensor::f_contiguous
+    )),
+    op!("detach", [p("self", K::Tensor)], Zero, |_, a| unary(
+        a,
+        Tensor::f_detach
+    )),
+    op!("detach_", [p("self", K::Tensor)], Zero, |_, a| unary_(
+        a,
+        Tensor::f_detach_
+    )),
     // ── elementwise, binary ──
-    op!("add", [p("self", K::Tensor), p("other", K::TensorOrFloat)], PerElement(1), |_, a| binary(a, Tensor::f_add, |x, s| x.f_add_scalar(s))),
-    op!("sub", [p("self", K::Tensor), p("other", K::TensorOrFloat)], PerElement(1), |_, a| binary(a, Tensor::f_sub, |x, s| x.f_sub_scalar(s))),
-    op!("mul", [p("self", K::Tensor), p("other", K::TensorOrFloat)], PerElement(1), |_, a| binary(a, Tensor::f_mul, |x, s| x.f_mul_scalar(s))),
-    op!("div", [p("self", K::Tensor), p("other", K::TensorOrFloat)], PerElement(1), |_, a| binary(a, Tensor::f_div, |x, s| x.f_div_scalar(s))),
-    op!("pow", [p("self", K::Tensor), p("exponent", K::TensorOrFloat)], PerElement(1), |_, a| binary(a, Tensor::f_pow, |x, s| x.f_pow_tensor_scalar(s))),
-    op!("maximum", [p("self", K::Tensor), p("other", K::Tensor)], PerElement(1), |_, a| binary(a, Tensor::f_maximum, |x, s| x.f_clamp_min(s))),
-    op!("minimum", [p("self", K::Tensor), p("other", K::Tensor)], PerElement(1), |_, a| binary(a, Tensor::f_minimum, |x, s| x.f_clamp_max(s))),
-    op!("add_", [p("self", K::Tensor), p("other", K::TensorOrFloat)], PerElement(1), |_, a| binary_(a, Tensor::f_add_, |x, s| x.f_add_scalar_(s))),
-    op!("sub_", [p("self", K::Tensor), p("other", K::TensorOrFloat)], PerElement(1), |_, a| binary_(a, Tensor::f_sub_, |x, s| x.f_sub_scalar_(s))),
-    op!("mul_", [p("self", K::Tensor), p("other", K::TensorOrFloat)], PerElement(1), |_, a| binary_(a, Tensor::f_mul_, |x, s| x.f_mul_scalar_(s))),
-    op!("div_", [p("self", K::Tensor), p("other", K::TensorOrFloat)], PerElement(1), |_, a| binary_(a, Tensor::f_div_, |x, s| x.f_div_scalar_(s))),
-    op!("eq", [p("self", K::Tensor), p("other", K::TensorOrFloat)], PerElement(1), |_, a| binary(a, Tensor::f_eq_tensor, |x, s| x.f_eq(s))),
-    op!("ne", [p("self", K::Tensor), p("other", K::TensorOrFloat)], PerElement(1), |_, a| binary(a, Tensor::f_ne_tensor, |x, s| x.f_ne(s))),
-    op!("lt", [p("self", K::Tensor), p("other", K::TensorOrFloat)], PerElement(1), |_, a| binary(a, Tensor::f_lt_tensor, |x, s| x.f_lt(s))),
-    op!("le", [p("self", K::Tensor), p("other", K::TensorOrFloat)], PerElement(1), |_, a| binary(a, Tensor::f_le_tensor, |x, s| x.f_le(s))),
-    op!("gt", [p("self", K::Tensor), p("other", K::TensorOrFloat)], PerElement(1), |_, a| binary(a, Tensor::f_gt_tensor, |x, s| x.f_gt(s))),
-    op!("ge", [p("self", K::Tensor), p("other", K::TensorOrFloat)], PerElement(1), |_, a| binary(a, Tensor::f_ge_tensor, |x, s| x.f_ge(s))),
-    op!("logical_and", [p("self", K::Tensor), p("other", K::Tensor)], PerElement(1), |_, a| binary(a, Tensor::f_logical_and, |x, _| x.f_logical_not())),
-    op!("logical_or", [p("self", K::Tensor), p("other", K::Tensor)], PerElement(1), |_, a| binary(a, Tensor::f_logical_or, |x, _| x.f_logical_not())),
-    op!("where", [p("condition", K::Tensor), p("self", K::Tensor), p("other", K::TensorOrFloat)], PerElement(1), |_, a| {
-        let (cond, x) = (a.t(0)?, a.t(1)?);
-        if cond.kind() != Kind::Bool {
-            return Err(OpError::new(Code::WrongDtype, format!("the condition must be bool, got {}", dtype_name(cond.kind()))));
+    op!(
+        "add",
+        [p("self", K::Tensor), p("other", K::TensorOrFloat)],
+        PerElement(1),
+        |_, a| binary(a, Tensor::f_add, |x, s| x.f_add_scalar(s))
+    ),
+    op!(
+        "sub",
+        [p("self", K::Tensor), p("other", K::TensorOrFloat)],
+        PerElement(1),
+        |_, a| binary(a, Tensor::f_sub, |x, s| x.f_sub_scalar(s))
+    ),
+    op!(
+        "mul",
+        [p("self", K::Tensor), p("other", K::TensorOrFloat)],
+        PerElement(1),
+        |_, a| binary(a, Tensor::f_mul, |x, s| x.f_mul_scalar(s))
+    ),
+    op!(
+        "div",
+        [p("self", K::Tensor), p("other", K::TensorOrFloat)],
+        PerElement(1),
+        |_, a| binary(a, Tensor::f_div, |x, s| x.f_div_scalar(s))
+    ),
+    op!(
+        "pow",
+        [p("self", K::Tensor), p("exponent", K::TensorOrFloat)],
+        PerElement(1),
+        |_, a| binary(a, Tensor::f_pow, |x, s| x.f_pow_tensor_scalar(s))
+    ),
+    op!(
+        "maximum",
+        [p("self", K::Tensor), p("other", K::Tensor)],
+        PerElement(1),
+        |_, a| binary(a, Tensor::f_maximum, |x, s| x.f_clamp_min(s))
+    ),
+    op!(
+        "minimum",
+        [p("self", K::Tensor), p("other", K::Tensor)],
+        PerElement(1),
+        |_, a| binary(a, Tensor::f_minimum, |x, s| x.f_clamp_max(s))
+    ),
+    op!(
+        "add_",
+        [p("self", K::Tensor), p("other", K::TensorOrFloat)],
+        PerElement(1),
+        |_, a| binary_(a, Tensor::f_add_, |x, s| x.f_add_scalar_(s))
+    ),
+    op!(
+        "sub_",
+        [p("self", K::Tensor), p("other", K::TensorOrFloat)],
+        PerElement(1),
+        |_, a| binary_(a, Tensor::f_sub_, |x, s| x.f_sub_scalar_(s))
+    ),
+    op!(
+        "mul_",
+        [p("self", K::Tensor), p("other", K::TensorOrFloat)],
+        PerElement(1),
+        |_, a| binary_(a, Tensor::f_mul_, |x, s| x.f_mul_scalar_(s))
+    ),
+    op!(
+        "div_",
+        [p("self", K::Tensor), p("other", K::TensorOrFloat)],
+        PerElement(1),
+        |_, a| binary_(a, Tensor::f_div_, |x, s| x.f_div_scalar_(s))
+    ),
+    op!(
+        "eq",
+        [p("self", K::Tensor), p("other", K::TensorOrFloat)],
+        PerElement(1),
+        |_, a| binary(a, Tensor::f_eq_tensor, |x, s| x.f_eq(s))
+    ),
+    op!(
+        "ne",
+        [p("self", K::Tensor), p("other", K::TensorOrFloat)],
+        PerElement(1),
+        |_, a| binary(a, Tensor::f_ne_tensor, |x, s| x.f_ne(s))
+    ),
+    op!(
+        "lt",
+        [p("self", K::Tensor), p("other", K::TensorOrFloat)],
+        PerElement(1),
+        |_, a| binary(a, Tensor::f_lt_tensor, |x, s| x.f_lt(s))
+    ),
+    op!(
+        "le",
+        [p("self", K::Tensor), p("other", K::TensorOrFloat)],
+        PerElement(1),
+        |_, a| binary(a, Tensor::f_le_tensor, |x, s| x.f_le(s))
+    ),
+    op!(
+        "gt",
+        [p("self", K::Tensor), p("other", K::TensorOrFloat)],
+        PerElement(1),
+        |_, a| binary(a, Tensor::f_gt_tensor, |x, s| x.f_gt(s))
+    ),
+    op!(
+        "ge",
+        [p("self", K::Tensor), p("other", K::TensorOrFloat)],
+        PerElement(1),
+        |_, a| binary(a, Tensor::f_ge_tensor, |x, s| x.f_ge(s))
+    ),
+    op!(
+        "logical_and",
+        [p("self", K::Tensor), p("other", K::Tensor)],
+        PerElement(1),
+        |_, a| binary(a, Tensor::f_logical_and, |x, _| x.f_logical_not())
+    ),
+    op!(
+        "logical_or",
+        [p("self", K::Tensor), p("other", K::Tensor)],
+        PerElement(1),
+        |_, a| binary(a, Tensor::f_logical_or, |x, _| x.f_logical_not())
+    ),
+    op!(
+        "where",
+        [
+            p("condition", K::Tensor),
+            p("self", K::Tensor),
+            p("other", K::TensorOrFloat)
+        ],
+        PerElement(1),
+        |_, a| {
+            let (cond, x) = (a.t(0)?, a.t(1)?);
+            if cond.kind() != Kind::Bool {
+                return Err(OpError::new(
+                    Code::WrongDtype,
+                    format!(
+                        "the condition must be bool, got {}",
+                        dtype_name(cond.kind())
+                    ),
+                ));
+            }
+            check_broadcast(cond, x)?;
+            one(match a.operand(2)? {
+                Operand::Tensor(y) => {
+                    check_broadcast(x, y)?;
+                    x.f_where_self(cond, y)?
+                }
+                Operand::Scalar(s) => x.f_where_scalarother(cond, s)?,
+            })
         }
-        check_broadcast(cond, x)?;
-        one(match a.operand(2)? {
-            Operand::Tensor(y) => { check_broadcast(x, y)?; x.f_where_self(cond, y)? }
-            Operand::Scalar(s) => x.f_where_scalarother(cond, s)?,
-        })
-    }),
-    op!("masked_fill", [p("self", K::Tensor), p("mask", K::Tensor), p("value", K::Float)], PerElement(1), |_, a| {
-        let (x, mask) = (a.t(0)?, a.t(1)?);
-        check_broadcast(x, mask)?;
-        one(x.f_masked_fill(mask, a.float(2)?)?)
-    }),
+    ),
+    op!(
+        "masked_fill",
+        [
+            p("self", K::Tensor),
+            p("mask", K::Tensor),
+            p("value", K::Float)
+        ],
+        PerElement(1),
+        |_, a| {
+            let (x, mask) = (a.t(0)?, a.t(1)?);
+            check_broadcast(x, mask)?;
+            one(x.f_masked_fill(mask, a.float(2)?)?)
+        }
+    ),
     // ── elementwise, unary ──
-    op!("neg", [p("self", K::Tensor)], PerElement(1), |_, a| unary(a, Tensor::f_neg)),
-    op!("abs", [p("self", K::Tensor)], PerElement(1), |_, a| unary(a, Tensor::f_abs)),
-    op!("sign", [p("self", K::Tensor)], PerElement(1), |_, a| unary(a, Tensor::f_sign)),
-    op!("sqrt", [p("self", K::Tensor)], PerElement(1), |_, a| float_unary(a, Tensor::f_sqrt)),
-    op!("rsqrt", [p("self", K::Tensor)], PerElement(1), |_, a| float_unary(a, Tensor::f_rsqrt)),
-    op!("exp", [p("self", K::Tensor)], PerElement(1), |_, a| float_unary(a, Tensor::f_exp)),
-    op!("log", [p("self", K::Tensor)], PerElement(1), |_, a| float_unary(a, Tensor::f_log)),
-    op!("sin", [p("self", K::Tensor)], PerElement(1), |_, a| float_unary(a, Tensor::f_sin)),
-    op!("cos", [p("self", K::Tensor)], PerElement(1), |_, a| float_unary(a, Tensor::f_cos)),
-    op!("tanh", [p("self", K::Tensor)], PerElement(1), |_, a| float_unary(a, Tensor::f_tanh)),
-    op!("sigmoid", [p("self", K::Tensor)], PerElement(1), |_, a| float_unary(a, Tensor::f_sigmoid)),
-    op!("silu", [p("self", K::Tensor)], PerElement(4), |_, a| float_unary(a, Tensor::f_silu)),
-    op!("relu", [p("self", K::Tensor)], PerElement(1), |_, a| unary(a, Tensor::f_relu)),
-    op!("gelu", [p("self", K::Tensor), opt("approximate", K::Text)], PerElement(8), |_, a| {
-        one(a.ft(0)?.f_gelu(a.text_or(1, "none")?)?)
+    op!("neg", [p("self", K::Tensor)], PerElement(1), |_, a| unary(
+        a,
+        Tensor::f_neg
+    )),
+    op!("abs", [p("self", K::Tensor)], PerElement(1), |_, a| unary(
+        a,
+        Tensor::f_abs
+    )),
+    op!("sign", [p("self", K::Tensor)], PerElement(1), |_, a| unary(
+        a,
+        Tensor::f_sign
+    )),
+    op!("sqrt", [p("self", K::Tensor)], PerElement(1), |_, a| {
+        float_unary(a, Tensor::f_sqrt)
     }),
-    op!("round", [p("self", K::Tensor)], PerElement(1), |_, a| unary(a, Tensor::f_round)),
-    op!("floor", [p("self", K::Tensor)], PerElement(1), |_, a| unary(a, Tensor::f_floor)),
-    op!("ceil", [p("self", K::Tensor)], PerElement(1), |_, a| unary(a, Tensor::f_ceil)),
-    op!("reciprocal", [p("self", K::Tensor)], PerElement(1), |_, a| float_unary(a, Tensor::f_reciprocal)),
-    op!("square", [p("self", K::Tensor)], PerElement(1), |_, a| unary(a, Tensor::f_square)),
-    op!("isfinite", [p("self", K::Tensor)], PerElement(1), |_, a| unary(a, Tensor::f_isfinite)),
-    op!("isnan", [p("self", K::Tensor)], PerElement(1), |_, a| unary(a, Tensor::f_isnan)),
-    op!("logical_not", [p("self", K::Tensor)], PerElement(1), |_, a| unary(a, Tensor::f_logical_not)),
-    op!("clamp", [p("self", K::Tensor), opt("min", K::Float), opt("max", K::Float)], PerElement(1), |_, a| {
-        let x = a.t(0)?;
-        one(match (a.opt_float(1)?, a.opt_float(2)?) {
-            (Some(lo), Some(hi)) => x.f_clamp(lo, hi)?,
-            (Some(lo), None) => x.f_clamp_min(lo)?,
-            (None, Some(hi)) => x.f_clamp_max(hi)?,
-            (None, None) => return Err(bad("clamp needs min, max or both")),
-        })
+    op!("rsqrt", [p("self", K::Tensor)], PerElement(1), |_, a| {
+        float_unary(a, Tensor::f_rsqrt)
     }),
-    op!("neg_", [p("self", K::Tensor)], PerElement(1), |_, a| unary_(a, Tensor::f_neg_)),
-    op!("sign_", [p("self", K::Tensor)], PerElement(1), |_, a| unary_(a, Tensor::f_sign_)),
-    op!("zero_", [p("self", K::Tensor)], Zero, |_, a| unary_(a, Tensor::f_zero_)),
-    op!("fill_", [p("self", K::Tensor), p("value", K::Float)], Zero, |_, a| {
-        let _ = a.t(0)?.shallow_clone().f_fill_(a.float(1)?)?;
-        none()
+    op!("exp", [p("self", K::Tensor)], PerElement(1), |_, a| {
+        float_unary(a, Tensor::f_exp)
     }),
-    op!("clamp_", [p("self", K::Tensor), opt("min", K::Float), opt("max", K::Float)], PerElement(1), |_, a| {
-        let mut x = a.t(0)?.shallow_clone();
-        let _ = match (a.opt_float(1)?, a.opt_float(2)?) {
-            (Some(lo), Some(hi)) => x.f_clamp_(lo, hi)?,
-            (Some(lo), None) => x.f_clamp_min_(lo)?,
-            (None, Some(hi)) => x.f_clamp_max_(hi)?,
-            (None, None) => return Err(bad("clamp_ needs min, max or both")),
-        };
-        none()
+    op!("log", [p("self", K::Tensor)], PerElement(1), |_, a| {
+        float_unary(a, Tensor::f_log)
     }),
+    op!("sin", [p("self", K::Tensor)], PerElement(1), |_, a| {
+        float_unary(a, Tensor::f_sin)
+    }),
+    op!("cos", [p("self", K::Tensor)], PerElement(1), |_, a| {
+        float_unary(a, Tensor::f_cos)
+    }),
+    op!("tanh", [p("self", K::Tensor)], PerElement(1), |_, a| {
+        float_unary(a, Tensor::f_tanh)
+    }),
+    op!("sigmoid", [p("self", K::Tensor)], PerElement(1), |_, a| {
+        float_unary(a, Tensor::f_sigmoid)
+    }),
+    op!("silu", [p("self", K::Tensor)], PerElement(4), |_, a| {
+        float_unary(a, Tensor::f_silu)
+    }),
+    op!("relu", [p("self", K::Tensor)], PerElement(1), |_, a| unary(
+        a,
+        Tensor::f_relu
+    )),
+    op!(
+        "gelu",
+        [p("self", K::Tensor), opt("approximate", K::Text)],
+        PerElement(8),
+        |_, a| { one(a.ft(0)?.f_gelu(a.text_or(1, "none")?)?) }
+    ),
+    op!(
+        "round",
+        [p("self", K::Tensor)],
+        PerElement(1),
+        |_, a| unary(a, Tensor::f_round)
+    ),
+    op!(
+        "floor",
+        [p("self", K::Tensor)],
+        PerElement(1),
+        |_, a| unary(a, Tensor::f_floor)
+    ),
+    op!("ceil", [p("self", K::Tensor)], PerElement(1), |_, a| unary(
+        a,
+        Tensor::f_ceil
+    )),
+    op!(
+        "reciprocal",
+        [p("self", K::Tensor)],
+        PerElement(1),
+        |_, a| float_unary(a, Tensor::f_reciprocal)
+    ),
+    op!("square", [p("self", K::Tensor)], PerElement(1), |_, a| {
+        unary(a, Tensor::f_square)
+    }),
+    op!("isfinite", [p("self", K::Tensor)], PerElement(1), |_, a| {
+        unary(a, Tensor::f_isfinite)
+    }),
+    op!(
+        "isnan",
+        [p("self", K::Tensor)],
+        PerElement(1),
+        |_, a| unary(a, Tensor::f_isnan)
+    ),
+    op!(
+        "logical_not",
+        [p("self", K::Tensor)],
+        PerElement(1),
+        |_, a| unary(a, Tensor::f_logical_not)
+    ),
+    op!(
+        "clamp",
+        [
+            p("self", K::Tensor),
+            opt("min", K::Float),
+            opt("max", K::Float)
+        ],
+        PerElement(1),
+        |_, a| {
+            let x = a.t(0)?;
+            one(match (a.opt_float(1)?, a.opt_float(2)?) {
+                (Some(lo), Some(hi)) => x.f_clamp(lo, hi)?,
+                (Some(lo), None) => x.f_clamp_min(lo)?,
+                (None, Some(hi)) => x.f_clamp_max(hi)?,
+                (None, None) => return Err(bad("clamp needs min, max or both")),
+            })
+        }
+    ),
+    op!(
+        "neg_",
+        [p("self", K::Tensor)],
+        PerElement(1),
+        |_, a| unary_(a, Tensor::f_neg_)
+    ),
+    op!("sign_", [p("self", K::Tensor)], PerElement(1), |_, a| {
+        unary_(a, Tensor::f_sign_)
+    }),
+    op!("zero_", [p("self", K::Tensor)], Zero, |_, a| unary_(
+        a,
+        Tensor::f_zero_
+    )),
+    op!(
+        "fill_",
+        [p("self", K::Tensor), p("value", K::Float)],
+        Zero,
+        |_, a| {
+            let _ = a.t(0)?.shallow_clone().f_fill_(a.float(1)?)?;
+            none()
+        }
+    ),
+    op!(
+        "clamp_",
+        [
+            p("self", K::Tensor),
+            opt("min", K::Float),
+            opt("max", K::Float)
+        ],
+        PerElement(1),
+        |_, a| {
+            let mut x = a.t(0)?.shallow_clone();
+            let _ = match (a.opt_float(1)?, a.opt_float(2)?) {
+                (Some(lo), Some(hi)) => x.f_clamp_(lo, hi)?,
+                (Some(lo), None) => x.f_clamp_min_(lo)?,
+                (None, Some(hi)) => x.f_clamp_max_(hi)?,
+                (None, None) => return Err(bad("clamp_ needs min, max or both")),
+            };
+            none()
+        }
+    ),
     // ── reductions, selection, gather and scatter ──
-    op!("sum", [p("self", K::Tensor), opt("dims", K::Ints), opt("keepdim", K::Bool), opt("dtype", K::Dtype)], PerInput(1), |_, a| {
-        let x = a.t(0)?;
-        let dtype = a.opt_dtype(3)?;
-        one(match a.opt_ints(1)? {
-            None => x.f_sum(dtype)?,
-            Some(d) => x.f_sum_dim_intlist(d, a.flag_or(2, false)?, dtype)?,
-        })
-    }),
-    op!("mean", [p("self", K::Tensor), opt("dims", K::Ints), opt("keepdim", K::Bool), opt("dtype", K::Dtype)], PerInput(1), |_, a| {
-        let x = a.ft(0)?;
-        let dtype = a.opt_dtype(3)?;
-        one(match a.opt_ints(1)? {
-            None => x.f_mean(dtype)?,
-            Some(d) => x.f_mean_dim(d, a.flag_or(2, false)?, dtype)?,
-        })
-    }),
-    op!("amax", [p("self", K::Tensor), p("dims", K::Ints), opt("keepdim", K::Bool)], PerInput(1), |_, a| {
-        one(a.t(0)?.f_amax(a.ints(1)?, a.flag_or(2, false)?)?)
-    }),
-    op!("amin", [p("self", K::Tensor), p("dims", K::Ints), opt("keepdim", K::Bool)], PerInput(1), |_, a| {
-        one(a.t(0)?.f_amin(a.ints(1)?, a.flag_or(2, false)?)?)
-    }),
-    op!("max", [p("self", K::Tensor)], PerInput(1), |_, a| unary(a, Tensor::f_max)),
-    op!("min", [p("self", K::Tensor)], PerInput(1), |_, a| unary(a, Tensor::f_min)),
-    op!("max_dim", [p("self", K::Tensor), p("dim", K::Int), opt("keepdim", K::Bool)], PerInput(1), |_, a| {
-        let (v, i) = a.t(0)?.f_max_dim(a.int(1)?, a.flag_or(2, false)?)?;
-        Ok(vec![v, i])
-    }),
-    op!("argmax", [p("self", K::Tensor), opt("dim", K::Int), opt("keepdim", K::Bool)], PerInput(1), |_, a| {
-        let dim = a.get(1).map(|_| a.int(1)).transpose()?;
-        one(a.t(0)?.f_argmax(dim, a.flag_or(2, false)?)?)
-    }),
-    op!("norm", [p("self", K::Tensor), opt("p", K::Float), opt("dims", K::Ints), opt("keepdim", K::Bool)], PerInput(2), |_, a| norm(a)),
-    op!("logsumexp", [p("self", K::Tensor), p("dims", K::Ints), opt("keepdim", K::Bool)], PerInput(3), |_, a| {
-        one(a.ft(0)?.f_logsumexp(a.ints(1)?, a.flag_or(2, false)?)?)
-    }),
-    op!("cumsum", [p("self", K::Tensor), p("dim", K::Int)], PerInput(1), |_, a| {
-        one(a.t(0)?.f_cumsum(a.int(1)?, None)?)
-    }),
-    op!("topk", [p("self", K::Tensor), p("k", K::Int), opt("dim", K::Int), opt("largest", K::Bool), opt("sorted", K::Bool)], Zero, |_, a| {
-        let (v, i) = a.t(0)?.f_topk(a.int(1)?, a.int_or(2, -1)?, a.flag_or(3, true)?, a.flag_or(4, true)?)?;
-        Ok(vec![v, i])
-    }),
-    op!("sort", [p("self", K::Tensor), opt("dim", K::Int), opt("descending", K::Bool)], Zero, |_, a| {
-        let (v, i) = a.t(0)?.f_sort(a.int_or(1, -1)?, a.flag_or(2, false)?)?;
-        Ok(vec![v, i])
-    }),
-    op!("argsort", [p("self", K::Tensor), opt("dim", K::Int), opt("descending", K::Bool)], Zero, |_, a| {
-        one(a.t(0)?.f_argsort(a.int_or(1, -1)?, a.flag_or(2, false)?)?)
-    }),
-    op!("gather", [p("self", K::Tensor), p("dim", K::Int), p("index", K::Tensor)], Zero, |_, a| {
-        one(a.t(0)?.f_gather(a.int(1)?, a.it(2)?, false)?)
-    }),
-    op!("index_select", [p("self", K::Tensor), p("dim", K::Int), p("index", K::Tensor)], Zero, |_, a| {
-        one(a.t(0)?.f_index_select(a.int(1)?, a.it(2)?)?)
-    }),
-    op!("scatter", [p("self", K::Tensor), p("dim", K::Int), p("index", K::Tensor), p("src", K::Tensor)], Zero, |_, a| {
-        one(a.t(0)?.f_scatter(a.int(1)?, a.it(2)?, a.t(3)?)?)
-    }),
-    op!("scatter_add", [p("self", K::Tensor), p("dim", K::Int), p("index", K::Tensor), p("src", K::Tensor)], PerInput(1), |_, a| {
-        one(a.t(0)?.f_scatter_add(a.int(1)?, a.it(2)?, a.t(3)?)?)
-    }),
-    op!("scatter_add_", [p("self", K::Tensor), p("dim", K::Int), p("index", K::Tensor), p("src", K::Tensor)], PerInput(1), |_, a| {
-        let _ = a.t(0)?.shallow_clone().f_scatter_add_(a.int(1)?, a.it(2)?, a.t(3)?)?;
-        none()
-    }),
-    op!("scatter_reduce", [p("self", K::Tensor), p("dim", K::Int), p("index", K::Tensor), p("src", K::Tensor), opt("reduce", K::Text), opt("include_self", K::Bool)], PerInput(2), |_, a| scatter_reduce(a)),
-    op!("embedding", [p("weight", K::Tensor), p("indices", K::Tensor)], Zero, |_, a| {
-        let (w, idx) = (a.ft(0)?, a.it(1)?);
-        if w.dim() != 2 {
-            return Err(OpError::new(Code::ShapeMismatch, format!("the embedding weight must be 2-D, got {:?}", w.size())));
+    op!(
+        "sum",
+        [
+            p("self", K::Tensor),
+            opt("dims", K::Ints),
+            opt("keepdim", K::Bool),
+            opt("dtype", K::Dtype)
+        ],
+        PerInput(1),
+        |_, a| {
+            let x = a.t(0)?;
+            let dtype = a.opt_dtype(3)?;
+            one(match a.opt_ints(1)? {
+                None => x.f_sum(dtype)?,
+                Some(d) => x.f_sum_dim_intlist(d, a.flag_or(2, false)?, dtype)?,
+            })
         }
-        one(Tensor::f_embedding(w, idx, -1, false, false)?)
-    }),
+    ),
+    op!(
+        "mean",
+        [
+            p("self", K::Tensor),
+            opt("dims", K::Ints),
+            opt("keepdim", K::Bool),
+            opt("dtype", K::Dtype)
+        ],
+        PerInput(1),
+        |_, a| {
+            let x = a.ft(0)?;
+            let dtype = a.opt_dtype(3)?;
+            one(match a.opt_ints(1)? {
+                None => x.f_mean(dtype)?,
+                Some(d) => x.f_mean_dim(d, a.flag_or(2, false)?, dtype)?,
+            })
+        }
+    ),
+    op!(
+        "amax",
+        [
+            p("self", K::Tensor),
+            p("dims", K::Ints),
+            opt("keepdim", K::Bool)
+        ],
+        PerInput(1),
+        |_, a| { one(a.t(0)?.f_amax(a.ints(1)?, a.flag_or(2, false)?)?) }
+    ),
+    op!(
+        "amin",
+        [
+            p("self", K::Tensor),
+            p("dims", K::Ints),
+            opt("keepdim", K::Bool)
+        ],
+        PerInput(1),
+        |_, a| { one(a.t(0)?.f_amin(a.ints(1)?, a.flag_or(2, false)?)?) }
+    ),
+    op!("max", [p("self", K::Tensor)], PerInput(1), |_, a| unary(
+        a,
+        Tensor::f_max
+    )),
+    op!("min", [p("self", K::Tensor)], PerInput(1), |_, a| unary(
+        a,
+        Tensor::f_min
+    )),
+    op!(
+        "max_dim",
+        [
+            p("self", K::Tensor),
+            p("dim", K::Int),
+            opt("keepdim", K::Bool)
+        ],
+        PerInput(1),
+        |_, a| {
+            let (v, i) = a.t(0)?.f_max_dim(a.int(1)?, a.flag_or(2, false)?)?;
+            Ok(vec![v, i])
+        }
+    ),
+    op!(
+        "argmax",
+        [
+            p("self", K::Tensor),
+            opt("dim", K::Int),
+            opt("keepdim", K::Bool)
+        ],
+        PerInput(1),
+        |_, a| {
+            let dim = a.get(1).map(|_| a.int(1)).transpose()?;
+            one(a.t(0)?.f_argmax(dim, a.flag_or(2, false)?)?)
+        }
+    ),
+    op!(
+        "norm",
+        [
+            p("self", K::Tensor),
+            opt("p", K::Float),
+            opt("dims", K::Ints),
+            opt("keepdim", K::Bool)
+        ],
+        PerInput(2),
+        |_, a| norm(a)
+    ),
+    op!(
+        "logsumexp",
+        [
+            p("self", K::Tensor),
+            p("dims", K::Ints),
+            opt("keepdim", K::Bool)
+        ],
+        PerInput(3),
+        |_, a| { one(a.ft(0)?.f_logsumexp(a.ints(1)?, a.flag_or(2, false)?)?) }
+    ),
+    op!(
+        "cumsum",
+        [p("self", K::Tensor), p("dim", K::Int)],
+        PerInput(1),
+        |_, a| { one(a.t(0)?.f_cumsum(a.int(1)?, None)?) }
+    ),
+    op!(
+        "topk",
+        [
+            p("self", K::Tensor),
+            p("k", K::Int),
+            opt("dim", K::Int),
+            opt("largest", K::Bool),
+            opt("sorted", K::Bool)
+        ],
+        Zero,
+        |_, a| {
+            let (v, i) = a.t(0)?.f_topk(
+                a.int(1)?,
+                a.int_or(2, -1)?,
+                a.flag_or(3, true)?,
+                a.flag_or(4, true)?,
+            )?;
+            Ok(vec![v, i])
+        }
+    ),
+    op!(
+        "sort",
+        [
+            p("self", K::Tensor),
+            opt("dim", K::Int),
+            opt("descending", K::Bool)
+        ],
+        Zero,
+        |_, a| {
+            let (v, i) = a.t(0)?.f_sort(a.int_or(1, -1)?, a.flag_or(2, false)?)?;
+            Ok(vec![v, i])
+        }
+    ),
+    op!(
+        "argsort",
+        [
+            p("self", K::Tensor),
+            opt("dim", K::Int),
+            opt("descending", K::Bool)
+        ],
+        Zero,
+        |_, a| { one(a.t(0)?.f_argsort(a.int_or(1, -1)?, a.flag_or(2, false)?)?) }
+    ),
+    op!(
+        "gather",
+        [
+            p("self", K::Tensor),
+            p("dim", K::Int),
+            p("index", K::Tensor)
+        ],
+        Zero,
+        |_, a| { one(a.t(0)?.f_gather(a.int(1)?, a.it(2)?, false)?) }
+    ),
+    op!(
+        "index_select",
+        [
+            p("self", K::Tensor),
+            p("dim", K::Int),
+            p("index", K::Tensor)
+        ],
+        Zero,
+        |_, a| { one(a.t(0)?.f_index_select(a.int(1)?, a.it(2)?)?) }
+    ),
+    op!(
+        "scatter",
+        [
+            p("self", K::Tensor),
+            p("dim", K::Int),
+            p("index", K::Tensor),
+            p("src", K::Tensor)
+        ],
+        Zero,
+        |_, a| { one(a.t(0)?.f_scatter(a.int(1)?, a.it(2)?, a.t(3)?)?) }
+    ),
+    op!(
+        "scatter_add",
+        [
+            p("self", K::Tensor),
+            p("dim", K::Int),
+            p("index", K::Tensor),
+            p("src", K::Tensor)
+        ],
+        PerInput(1),
+        |_, a| { one(a.t(0)?.f_scatter_add(a.int(1)?, a.it(2)?, a.t(3)?)?) }
+    ),
+    op!(
+        "scatter_add_",
+        [
+            p("self", K::Tensor),
+            p("dim", K::Int),
+            p("index", K::Tensor),
+            p("src", K::Tensor)
+        ],
+        PerInput(1),
+        |_, a| {
+            let _ = a
+                .t(0)?
+                .shallow_clone()
+                .f_scatter_add_(a.int(1)?, a.it(2)?, a.t(3)?)?;
+            none()
+        }
+    ),
+    op!(
+        "scatter_reduce",
+        [
+            p("self", K::Tensor),
+            p("dim", K::Int),
+            p("index", K::Tensor),
+            p("src", K::Tensor),
+            opt("reduce", K::Text),
+            opt("include_self", K::Bool)
+        ],
+        PerInput(2),
+        |_, a| scatter_reduce(a)
+    ),
+    op!(
+        "embedding",
+        [p("weight", K::Tensor), p("indices", K::Tensor)],
+        Zero,
+        |_, a| {
+            let (w, idx) = (a.ft(0)?, a.it(1)?);
+            if w.dim() != 2 {
+                return Err(OpError::new(
+                    Code::ShapeMismatch,
+                    format!("the embedding weight must be 2-D, got {:?}", w.size()),
+                ));
+            }
+            one(Tensor::f_embedding(w, idx, -1, false, false)?)
+        }
+    ),
     // ── shapes ──
-    op!("reshape", [p("self", K::Tensor), p("shape", K::Ints)], Zero, |_, a| one(a.t(0)?.f_reshape(a.ints(1)?)?)),
-    op!("view", [p("self", K::Tensor), p("shape", K::Ints)], Zero, |_, a| one(a.t(0)?.f_view(a.ints(1)?)?)),
-    op!("permute", [p("self", K::Tensor), p("dims", K::Ints)], Zero, |_, a| one(a.t(0)?.f_permute(a.ints(1)?)?)),
-    op!("transpose", [p("self", K::Tensor), p("dim0", K::Int), p("dim1", K::Int)], Zero, |_, a| one(a.t(0)?.f_transpose(a.int(1)?, a.int(2)?)?)),
-    op!("flatten", [p("self", K::Tensor), opt("start", K::Int), opt("end", K::Int)], Zero, |_, a| {
-        one(a.t(0)?.f_flatten(a.int_or(1, 0)?, a.int_or(2, -1)?)?)
-    }),
-    op!("unsqueeze", [p("self", K::Tensor), p("dim", K::Int)], Zero, |_, a| one(a.t(0)?.f_unsqueeze(a.int(1)?)?)),
-    op!("squeeze", [p("self", K::Tensor), opt("dim", K::Int)], Zero, |_, a| {
-        let x = a.t(0)?;
-        one(match a.get(1) { Some(_) => x.f_squeeze_dim(a.int(1)?)?, None => x.f_squeeze()? })
-    }),
-    op!("expand", [p("self", K::Tensor), p("shape", K::Ints)], Zero, |_, a| one(a.t(0)?.f_expand(a.ints(1)?, false)?)),
-    op!("narrow", [p("self", K::Tensor), p("dim", K::Int), p("start", K::Int), p("length", K::Int)], Zero, |_, a| {
-        one(a.t(0)?.f_narrow(a.int(1)?, a.int(2)?, a.int(3)?)?)
-    }),
-    op!("slice", [p("self", K::Tensor), p("dim", K::Int), opt("start", K::Int), opt("end", K::Int), opt("step", K::Int)], Zero, |_, a| {
-        let step = a.int_or(4, 1)?;
-        if step < 1 {
-            return Err(bad(format!("slice step must be at least 1, not {step}")));
+    op!(
+        "reshape",
+        [p("self", K::Tensor), p("shape", K::Ints)],
+        Zero,
+        |_, a| one(a.t(0)?.f_reshape(a.ints(1)?)?)
+    ),
+    op!(
+        "view",
+        [p("self", K::Tensor), p("shape", K::Ints)],
+        Zero,
+        |_, a| one(a.t(0)?.f_view(a.ints(1)?)?)
+    ),
+    op!(
+        "permute",
+        [p("self", K::Tensor), p("dims", K::Ints)],
+        Zero,
+        |_, a| one(a.t(0)?.f_permute(a.ints(1)?)?)
+    ),
+    op!(
+        "transpose",
+        [p("self", K::Tensor), p("dim0", K::Int), p("dim1", K::Int)],
+        Zero,
+        |_, a| one(a.t(0)?.f_transpose(a.int(1)?, a.int(2)?)?)
+    ),
+    op!(
+        "flatten",
+        [
+            p("self", K::Tensor),
+            opt("start", K::Int),
+            opt("end", K::Int)
+        ],
+        Zero,
+        |_, a| { one(a.t(0)?.f_flatten(a.int_or(1, 0)?, a.int_or(2, -1)?)?) }
+    ),
+    op!(
+        "unsqueeze",
+        [p("self", K::Tensor), p("dim", K::Int)],
+        Zero,
+        |_, a| one(a.t(0)?.f_unsqueeze(a.int(1)?)?)
+    ),
+    op!(
+        "squeeze",
+        [p("self", K::Tensor), opt("dim", K::Int)],
+        Zero,
+        |_, a| {
+            let x = a.t(0)?;
+            one(match a.get(1) {
+                Some(_) => x.f_squeeze_dim(a.int(1)?)?,
+                None => x.f_squeeze()?,
+            })
         }
-        let start = a.get(2).map(|_| a.int(2)).transpose()?;
-        let end = a.get(3).map(|_| a.int(3)).transpose()?;
-        one(a.t(0)?.f_slice(a.int(1)?, start, end, step)?)
-    }),
-    op!("select", [p("self", K::Tensor), p("dim", K::Int), p("index", K::Int)], Zero, |_, a| one(a.t(0)?.f_select(a.int(1)?, a.int(2)?)?)),
-    op!("cat", [p("tensors", K::Tensors), opt("dim", K::Int)], Zero, |_, a| one(Tensor::f_cat(a.ts(0)?, a.int_or(1, 0)?)?)),
-    op!("stack", [p("tensors", K::Tensors), opt("dim", K::Int)], Zero, |_, a| one(Tensor::f_stack(a.ts(0)?, a.int_or(1, 0)?)?)),
-    op!("split", [p("self", K::Tensor), p("size", K::Int), opt("dim", K::Int)], Zero, |_, a| {
-        let size = a.int(1)?;
-        if size < 1 {
-            return Err(bad(format!("split size must be at least 1, not {size}")));
+    ),
+    op!(
+        "expand",
+        [p("self", K::Tensor), p("shape", K::Ints)],
+        Zero,
+        |_, a| one(a.t(0)?.f_expand(a.ints(1)?, false)?)
+    ),
+    op!(
+        "narrow",
+        [
+            p("self", K::Tensor),
+            p("dim", K::Int),
+            p("start", K::Int),
+            p("length", K::Int)
+        ],
+        Zero,
+        |_, a| { one(a.t(0)?.f_narrow(a.int(1)?, a.int(2)?, a.int(3)?)?) }
+    ),
+    op!(
+        "slice",
+        [
+            p("self", K::Tensor),
+            p("dim", K::Int),
+            opt("start", K::Int),
+            opt("end", K::Int),
+            opt("step", K::Int)
+        ],
+        Zero,
+        |_, a| {
+            let step = a.int_or(4, 1)?;
+            if step < 1 {
+                return Err(bad(format!("slice step must be at least 1, not {step}")));
+            }
+            let start = a.get(2).map(|_| a.int(2)).transpose()?;
+            let end = a.get(3).map(|_| a.int(3)).transpose()?;
+            one(a.t(0)?.f_slice(a.int(1)?, start, end, step)?)
         }
-        Ok(a.t(0)?.f_split(size, a.int_or(2, 0)?)?)
-    }),
-    op!("chunk", [p("self", K::Tensor), p("chunks", K::Int), opt("dim", K::Int)], Zero, |_, a| {
-        let n = a.int(1)?;
-        if n < 1 {
-            return Err(bad(format!("chunk count must be at least 1, not {n}")));
+    ),
+    op!(
+        "select",
+        [p("self", K::Tensor), p("dim", K::Int), p("index", K::Int)],
+        Zero,
+        |_, a| one(a.t(0)?.f_select(a.int(1)?, a.int(2)?)?)
+    ),
+    op!(
+        "cat",
+        [p("tensors", K::Tensors), opt("dim", K::Int)],
+        Zero,
+        |_, a| one(Tensor::f_cat(a.ts(0)?, a.int_or(1, 0)?)?)
+    ),
+    op!(
+        "stack",
+        [p("tensors", K::Tensors), opt("dim", K::Int)],
+        Zero,
+        |_, a| one(Tensor::f_stack(a.ts(0)?, a.int_or(1, 0)?)?)
+    ),
+    op!(
+        "split",
+        [p("self", K::Tensor), p("size", K::Int), opt("dim", K::Int)],
+        Zero,
+        |_, a| {
+            let size = a.int(1)?;
+            if size < 1 {
+                return Err(bad(format!("split size must be at least 1, not {size}")));
+            }
+            Ok(a.t(0)?.f_split(size, a.int_or(2, 0)?)?)
         }
-        Ok(a.t(0)?.f_chunk(n, a.int_or(2, 0)?)?)
-    }),
-    op!("repeat", [p("self", K::Tensor), p("repeats", K::Ints)], Zero, |_, a| one(a.t(0)?.f_repeat(a.ints(1)?)?)),
-    op!("repeat_interleave", [p("self", K::Tensor), p("repeats", K::Int), opt("dim", K::Int)], Zero, |_, a| {
-        let dim = a.get(2).map(|_| a.int(2)).transpose()?;
-        one(a.t(0)?.f_repeat_interleave_self_int(a.int(1)?, dim, None)?)
-    }),
-    op!("tril", [p("self", K::Tensor), opt("diagonal", K::Int)], Zero, |_, a| one(a.t(0)?.f_tril(a.int_or(1, 0)?)?)),
-    op!("triu", [p("self", K::Tensor), opt("diagonal", K::Int)], Zero, |_, a| one(a.t(0)?.f_triu(a.int_or(1, 0)?)?)),
+    ),
+    op!(
+        "chunk",
+        [
+            p("self", K::Tensor),
+            p("chunks", K::Int),
+            opt("dim", K::Int)
+        ],
+        Zero,
+        |_, a| {
+            let n = a.int(1)?;
+            if n < 1 {
+                return Err(bad(format!("chunk count must be at least 1, not {n}")));
+            }
+            Ok(a.t(0)?.f_chunk(n, a.int_or(2, 0)?)?)
+        }
+    ),
+    op!(
+        "repeat",
+        [p("self", K::Tensor), p("repeats", K::Ints)],
+        Zero,
+        |_, a| one(a.t(0)?.f_repeat(a.ints(1)?)?)
+    ),
+    op!(
+        "repeat_interleave",
+        [
+            p("self", K::Tensor),
+            p("repeats", K::Int),
+            opt("dim", K::Int)
+        ],
+        Zero,
+        |_, a| {
+            let dim = a.get(2).map(|_| a.int(2)).transpose()?;
+            one(a.t(0)?.f_repeat_interleave_self_int(a.int(1)?, dim, None)?)
+        }
+    ),
+    op!(
+        "tril",
+        [p("self", K::Tensor), opt("diagonal", K::Int)],
+        Zero,
+        |_, a| one(a.t(0)?.f_tril(a.int_or(1, 0)?)?)
+    ),
+    op!(
+        "triu",
+        [p("self", K::Tensor), opt("diagonal", K::Int)],
+        Zero,
+        |_, a| one(a.t(0)?.f_triu(a.int_or(1, 0)?)?)
+    ),
     // ── products ──
-    op!("matmul", [p("self", K::Tensor), p("other", K::Tensor)], Contraction, |_, a| {
-        let (x, y) = (a.ft(0)?, a.ft(1)?);
-        check_matmul(x, y)?;
-        one(x.f_matmul(y)?)
-    }),
-    op!("mm", [p("self", K::Tensor), p("other", K::Tensor)], Contraction, |_, a| {
-        let (x, y) = (a.ft(0)?, a.ft(1)?);
-        if x.dim() != 2 || y.dim() != 2 {
-            return Err(OpError::new(Code::ShapeMismatch, format!("mm takes 2-D tensors, got {:?} and {:?}", x.size(), y.size())));
+    op!(
+        "matmul",
+        [p("self", K::Tensor), p("other", K::Tensor)],
+        Contraction,
+        |_, a| {
+            let (x, y) = (a.ft(0)?, a.ft(1)?);
+            check_matmul(x, y)?;
+            one(x.f_matmul(y)?)
         }
-        check_matmul(x, y)?;
-        one(x.f_mm(y)?)
-    }),
-    op!("bmm", [p("self", K::Tensor), p("other", K::Tensor)], Contraction, |_, a| {
-        let (x, y) = (a.ft(0)?, a.ft(1)?);
-        if x.dim() != 3 || y.dim() != 3 || x.size()[0] != y.size()[0] {
-            return Err(OpError::new(Code::ShapeMismatch, format!("bmm takes [b, n, k] and [b, k, m], got {:?} and {:?}", x.size(), y.size())));
+    ),
+    op!(
+        "mm",
+        [p("self", K::Tensor), p("other", K::Tensor)],
+        Contraction,
+        |_, a| {
+            let (x, y) = (a.ft(0)?, a.ft(1)?);
+            if x.dim() != 2 || y.dim() != 2 {
+                return Err(OpError::new(
+                    Code::ShapeMismatch,
+                    format!(
+                        "mm takes 2-D tensors, got {:?} and {:?}",
+                        x.size(),
+                        y.size()
+                    ),
+                ));
+            }
+            check_matmul(x, y)?;
+            one(x.f_mm(y)?)
         }
-        check_matmul(x, y)?;
-        one(x.f_bmm(y)?)
-    }),
-    op!("linear", [p("input", K::Tensor), p("weight", K::Tensor), opt("bias", K::Tensor)], Contraction, |_, a| {
-        let (x, w) = (a.ft(0)?, a.ft(1)?);
-        if w.dim() != 2 || x.size().last() != w.size().last() {
-            return Err(OpError::new(Code::ShapeMismatch, format!("linear needs input [..., in] and weight [out, in], got {:?} and {:?}", x.size(), w.size())));
+    ),
+    op!(
+        "bmm",
+        [p("self", K::Tensor), p("other", K::Tensor)],
+        Contraction,
+        |_, a| {
+            let (x, y) = (a.ft(0)?, a.ft(1)?);
+            if x.dim() != 3 || y.dim() != 3 || x.size()[0] != y.size()[0] {
+                return Err(OpError::new(
+                    Code::ShapeMismatch,
+                    format!(
+                        "bmm takes [b, n, k] and [b, k, m], got {:?} and {:?}",
+                        x.size(),
+                        y.size()
+                    ),
+                ));
+            }
+            check_matmul(x, y)?;
+            one(x.f_bmm(y)?)
         }
-        one(x.f_linear(w, a.opt_t(2)?)?)
-    }),
-    op!("einsum", [p("equation", K::Text), p("tensors", K::Tensors)], Flops::Einsum, |_, a| einsum(a)),
+    ),
+    op!(
+        "linear",
+        [
+            p("input", K::Tensor),
+            p("weight", K::Tensor),
+            opt("bias", K::Tensor)
+        ],
+        Contraction,
+        |_, a| {
+            let (x, w) = (a.ft(0)?, a.ft(1)?);
+            if w.dim() != 2 || x.size().last() != w.size().last() {
+                return Err(OpError::new(
+                    Code::ShapeMismatch,
+                    format!(
+                        "linear needs input [..., in] and weight [out, in], got {:?} and {:?}",
+                        x.size(),
+                        w.size()
+                    ),
+                ));
+            }
+            one(x.f_linear(w, a.opt_t(2)?)?)
+        }
+    ),
+    op!(
+        "einsum",
+        [p("equation", K::Text), p("tensors", K::Tensors)],
+        Flops::Einsum,
+        |_, a| einsum(a)
+    ),
     // ── neural-network ops ──
-    op!("rms_norm", [p("self", K::Tensor), p("normalized_shape", K::Ints), opt("weight", K::Tensor), opt("eps", K::Float)], PerInput(4), |_, a| {
-        one(a.ft(0)?.f_rms_norm(a.ints(1)?, a.opt_t(2)?, a.opt_float(3)?)?)
-    }),
-    op!("layer_norm", [p("self", K::Tensor), p("normalized_shape", K::Ints), opt("weight", K::Tensor), opt("bias", K::Tensor), opt("eps", K::Float)], PerInput(5), |_, a| {
-        one(a.ft(0)?.f_layer_norm(a.ints(1)?, a.opt_t(2)?, a.opt_t(3)?, a.opt_float(4)?.unwrap_or(1e-5), true)?)
-    }),
-    op!("softmax", [p("self", K::Tensor), p("dim", K::Int), opt("dtype", K::Dtype)], PerInput(5), |_, a| {
-        one(a.ft(0)?.f_softmax(a.int(1)?, a.opt_dtype(2)?)?)
-    }),
-    op!("log_softmax", [p("self", K::Tensor), p("dim", K::Int), opt("dtype", K::Dtype)], PerInput(5), |_, a| {
-        one(a.ft(0)?.f_log_softmax(a.int(1)?, a.opt_dtype(2)?)?)
-    }),
-    op!("cross_entropy", [p("logits", K::Tensor), p("labels", K::Tensor), opt("reduction", K::Text), opt("ignore_index", K::Int), opt("label_smoothing", K::Float)], PerInput(4), |_, a| {
-        let (logits, labels) = (a.ft(0)?, a.it(1)?);
-        if logits.dim() != 2 || labels.dim() != 1 || logits.size()[0] != labels.size()[0] {
-            return Err(OpError::new(Code::ShapeMismatch, format!("cross_entropy takes logits [n, classes] and labels [n], got {:?} and {:?}", logits.size(), labels.size())));
+    op!(
+        "rms_norm",
+        [
+            p("self", K::Tensor),
+            p("normalized_shape", K::Ints),
+            opt("weight", K::Tensor),
+            opt("eps", K::Float)
+        ],
+        PerInput(4),
+        |_, a| {
+            one(a
+                .ft(0)?
+                .f_rms_norm(a.ints(1)?, a.opt_t(2)?, a.opt_float(3)?)?)
         }
-        one(logits.f_cross_entropy_loss::<Tensor>(labels, None, reduction(a.text_or(2, "mean")?)?, a.int_or(3, -100)?, a.opt_float(4)?.unwrap_or(0.0))?)
-    }),
-    op!("scaled_dot_product_attention", [p("q", K::Tensor), p("k", K::Tensor), p("v", K::Tensor), opt("is_causal", K::Bool), opt("scale", K::Float), opt("enable_gqa", K::Bool)], Attention, |_, a| sdpa(a)),
+    ),
+    op!(
+        "layer_norm",
+        [
+            p("self", K::Tensor),
+            p("normalized_shape", K::Ints),
+            opt("weight", K::Tensor),
+            opt("bias", K::Tensor),
+            opt("eps", K::Float)
+        ],
+        PerInput(5),
+        |_, a| {
+            one(a.ft(0)?.f_layer_norm(
+                a.ints(1)?,
+                a.opt_t(2)?,
+                a.opt_t(3)?,
+                a.opt_float(4)?.unwrap_or(1e-5),
+                true,
+            )?)
+        }
+    ),
+    op!(
+        "softmax",
+        [
+            p("self", K::Tensor),
+            p("dim", K::Int),
+            opt("dtype", K::Dtype)
+        ],
+        PerInput(5),
+        |_, a| { one(a.ft(0)?.f_softmax(a.int(1)?, a.opt_dtype(2)?)?) }
+    ),
+    op!(
+        "log_softmax",
+        [
+            p("self", K::Tensor),
+            p("dim", K::Int),
+            opt("dtype", K::Dtype)
+        ],
+        PerInput(5),
+        |_, a| { one(a.ft(0)?.f_log_softmax(a.int(1)?, a.opt_dtype(2)?)?) }
+    ),
+    op!(
+        "cross_entropy",
+        [
+            p("logits", K::Tensor),
+            p("labels", K::Tensor),
+            opt("reduction", K::Text),
+            opt("ignore_index", K::Int),
+            opt("label_smoothing", K::Float)
+        ],
+        PerInput(4),
+        |_, a| {
+            let (logits, labels) = (a.ft(0)?, a.it(1)?);
+            if logits.dim() != 2 || labels.dim() != 1 || logits.size()[0] != labels.size()[0] {
+                return Err(OpError::new(
+                    Code::ShapeMismatch,
+                    format!(
+                        "cross_entropy takes logits [n, classes] and labels [n], got {:?} and {:?}",
+                        logits.size(),
+                        labels.size()
+                    ),
+                ));
+            }
+            one(logits.f_cross_entropy_loss::<Tensor>(
+                labels,
+                None,
+                reduction(a.text_or(2, "mean")?)?,
+                a.int_or(3, -100)?,
+                a.opt_float(4)?.unwrap_or(0.0),
+            )?)
+        }
+    ),
+    op!(
+        "scaled_dot_product_attention",
+        [
+            p("q", K::Tensor),
+            p("k", K::Tensor),
+            p("v", K::Tensor),
+            opt("is_causal", K::Bool),
+            opt("scale", K::Float),
+            opt("enable_gqa", K::Bool)
+        ],
+        Attention,
+        |_, a| sdpa(a)
+    ),
     // ── autograd ──
-    op!("requires_grad_", [p("self", K::Tensor), opt("requires_grad", K::Bool)], Zero, |_, a| {
-        let _ = a.t(0)?.shallow_clone().f_requires_grad_(a.flag_or(1, true)?)?;
-        none()
-    }),
+    op!(
+        "requires_grad_",
+        [p("self", K::Tensor), opt("requires_grad", K::Bool)],
+        Zero,
+        |_, a| {
+            let _ = a
+                .t(0)?
+                .shallow_clone()
+                .f_requires_grad_(a.flag_or(1, true)?)?;
+            none()
+        }
+    ),
     op!("backward", [p("loss", K::Tensor)], Backward, |_, a| {
         let loss = a.ft(0)?;
         if loss.numel() != 1 {
-            return Err(OpError::new(Code::ShapeMismatch, format!("backward needs a one-element loss, got {:?}", loss.size())));
+            return Err(OpError::new(
+                Code::ShapeMismatch,
+                format!("backward needs a one-element loss, got {:?}", loss.size()),
+            ));
         }
         loss.f_backward()?;
         none()
     }),
-    op!("autograd_grad", [p("outputs", K::Tensors), p("inputs", K::Tensors), opt("retain_graph", K::Bool)], Backward, |_, a| {
-        let keep = a.flag_or(2, false)?;
-        Ok(Tensor::f_run_backward(a.ts(0)?, a.ts(1)?, keep, false)?)
-    }),
+    op!(
+        "autograd_grad",
+        [
+            p("outputs", K::Tensors),
+            p("inputs", K::Tensors),
+            opt("retain_graph", K::Bool)
+        ],
+        Backward,
+        |_, a| {
+            let keep = a.flag_or(2, false)?;
+            Ok(Tensor::f_run_backward(a.ts(0)?, a.ts(1)?, keep, false)?)
+        }
+    ),
     op!("grad", [p("self", K::Tensor)], Zero, |_, a| {
         let g = a.t(0)?.f_grad()?;
         if !g.defined() {
@@ -1088,7 +1818,10 @@ pub static REGISTRY: &[Op] = &[
     }),
     op!("no_grad_exit", [], Zero, |c, _| {
         if c.no_grad.pop().is_none() {
-            return Err(OpError::new(Code::Protocol, "no_grad_exit without a matching no_grad_enter"));
+            return Err(OpError::new(
+                Code::Protocol,
+                "no_grad_exit without a matching no_grad_enter",
+            ));
         }
         none()
     }),
@@ -1123,7 +1856,11 @@ mod tests {
                 .params
                 .windows(2)
                 .any(|w| w[0].optional && !w[1].optional);
-            assert!(!required_after_optional, "{}: optional params go last", op.name);
+            assert!(
+                !required_after_optional,
+                "{}: optional params go last",
+                op.name
+            );
         }
         assert_eq!(
             REGISTRY[lookup("topk").unwrap()].signature(),
@@ -1228,6 +1965,9 @@ mod tests {
         assert_eq!(ctx.no_grad_depth(), 2);
         (exit.exec)(&mut ctx, &none).unwrap();
         (exit.exec)(&mut ctx, &none).unwrap();
-        assert_eq!((exit.exec)(&mut ctx, &none).unwrap_err().code, Code::Protocol);
+        assert_eq!(
+            (exit.exec)(&mut ctx, &none).unwrap_err().code,
+            Code::Protocol
+        );
     }
 }

@@ -120,7 +120,10 @@ impl Sandbox {
         let pre = self.linker.instantiate_pre(&component).map_err(|e| {
             Failure::new(
                 FailureCode::ForbiddenImport,
-                format!("the submission's imports do not match the contract {}: {e:#}", crate::CONTRACT_VERSION),
+                format!(
+                    "the submission's imports do not match the contract {}: {e:#}",
+                    crate::CONTRACT_VERSION
+                ),
             )
         })?;
         let pre = SubmissionPre::new(pre).map_err(|e| {
@@ -210,7 +213,11 @@ impl Sandbox {
                     }
                     _ => Failure::new(
                         FailureCode::GuestError,
-                        format!("the submission returned an error: {} ({})", e.message, code.as_str()),
+                        format!(
+                            "the submission returned an error: {} ({})",
+                            e.message,
+                            code.as_str()
+                        ),
                     ),
                 })
             }

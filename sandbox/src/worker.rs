@@ -195,7 +195,8 @@ fn execute(job: &Job, out: &Path, report: &mut Report) -> Result<(), Failure> {
     if let Some(n) = job.threads {
         tch::set_num_threads(n.max(1) as i32);
     }
-    let device = parse_device(&job.device).map_err(|e| Failure::new(FailureCode::Device, e.to_string()))?;
+    let device =
+        parse_device(&job.device).map_err(|e| Failure::new(FailureCode::Device, e.to_string()))?;
     report.device = device_name(device);
     let corpus = load_corpus(job)?;
     let outputs = match &job.program {
@@ -208,16 +209,31 @@ fn execute(job: &Job, out: &Path, report: &mut Report) -> Result<(), Failure> {
     Ok(())
 }
 
-fn prepare(job: &Job, corpus: &Corpus, device: Device, report: &mut Report) -> Result<Outputs, Failure> {
+fn prepare(
+    job: &Job,
+    corpus: &Corpus,
+    device: Device,
+    report: &mut Report,
+) -> Result<Outputs, Failure> {
     let start = Instant::now();
-    let run = window::run(&job.config, corpus, device, |_| {}).map_err(internal("the reference run"))?;
+    let run =
+        window::run(&job.config, corpus, device, |_| {}).map_err(internal("the reference run"))?;
     report.timing.run_s = start.elapsed().as_secs_f64();
-    store_peer_uploads(&job.workload_dir, &job.config, &run.peers).map_err(internal("writing peer uploads"))?;
+    store_peer_uploads(&job.workload_dir, &job.config, &run.peers)
+        .map_err(internal("writing peer uploads"))?;
     let trainer = run.trainer;
     Ok(Outputs {
         losses: run.windows.iter().map(|w| w.loss).collect(),
         uploads: run.windows.into_iter().map(|w| w.upload).collect(),
-        weights: named_weights(&trainer.params.specs.iter().map(|s| s.name.clone()).collect::<Vec<_>>(), &trainer.params.tensors),
+        weights: named_weights(
+            &trainer
+                .params
+                .specs
+                .iter()
+                .map(|s| s.name.clone())
+                .collect::<Vec<_>>(),
+            &trainer.params.tensors,
+        ),
     })
 }
 
@@ -242,20 +258,37 @@ pub fn store_peer_uploads(
 }
 
 fn named_weights(names: &[String], tensors: &[Tensor]) -> Vec<(String, Tensor)> {
-    names.iter().cloned().zip(tensors.iter().map(Tensor::shallow_clone)).collect()
+    names
+        .iter()
+        .cloned()
+        .zip(tensors.iter().map(Tensor::shallow_clone))
+        .collect()
 }
 
-fn reference(job: &Job, corpus: &Corpus, device: Device, report: &mut Report) -> Result<Outputs, Failure> {
+fn reference(
+    job: &Job,
+    corpus: &Corpus,
+    device: Device,
+    report: &mut Report,
+) -> Result<Outputs, Failure> {
     let start = Instant::now();
     let session = Session::new(&job.config, corpus, &job.workload_dir, device)?;
-    let mut trainer = Trainer::new(&job.config, device).map_err(internal("the reference trainer"))?;
+    let mut trainer =
+        Trainer::new(&job.config, device).map_err(internal("the reference trainer"))?;
     synchronize(device);
     report.timing.setup_s = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let mut windows = Vec::with_capacity(session.batches.len());
     for (w, ((x, y), peers)) in session.batches.iter().zip(&session.peers).enumerate() {
-        let page = corpus.window_page(job.config.uid, w as u64).map_err(internal("the corpus"))?.index;
-        windows.push(trainer.step_batch(w as u64, page, x, y, peers).map_err(internal("the reference step"))?);
+        let page = corpus
+            .window_page(job.config.uid, w as u64)
+            .map_err(internal("the corpus"))?
+            .index;
+        windows.push(
+            trainer
+                .step_batch(w as u64, page, x, y, peers)
+                .map_err(internal("the reference step"))?,
+        );
     }
     synchronize(device);
     report.timing.run_s = start.elapsed().as_secs_f64();
@@ -266,9 +299,19 @@ fn reference(job: &Job, corpus: &Corpus, device: Device, report: &mut Report) ->
     })
 }
 
-fn wasm(job: &Job, path: &Path, corpus: &Corpus, device: Device, report: &mut Report) -> Result<Outputs, Failure> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| Failure::new(FailureCode::NotWasm, format!("cannot read {}: {e}", path.display())))?;
+fn wasm(
+    job: &Job,
+    path: &Path,
+    corpus: &Corpus,
+    device: Device,
+    report: &mut Report,
+) -> Result<Outputs, Failure> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        Failure::new(
+            FailureCode::NotWasm,
+            format!("cannot read {}: {e}", path.display()),
+        )
+    })?;
     let sandbox = Sandbox::new()?;
     let compiled = sandbox.compile(&bytes);
     report.sha256 = Some(crate::runner::sha256_hex(&bytes));
@@ -299,10 +342,16 @@ fn wasm(job: &Job, path: &Path, corpus: &Corpus, device: Device, report: &mut Re
         losses.push(loss);
         for (name, ct) in session.names.iter().zip(&s.upload) {
             ct.validate(name, bins).map_err(|e| {
-                Failure::new(FailureCode::InvalidUpload, format!("window {w}'s upload: {e}"))
+                Failure::new(
+                    FailureCode::InvalidUpload,
+                    format!("window {w}'s upload: {e}"),
+                )
             })?;
         }
-        uploads.push(Upload { names: session.names.clone(), tensors: s.upload });
+        uploads.push(Upload {
+            names: session.names.clone(),
+            tensors: s.upload,
+        });
     }
     Ok(Outputs {
         losses,
@@ -356,10 +405,15 @@ pub fn spawn(exe: &Path, job: &Job, out: &Path) -> Result<WorkerResult, Failure>
         .arg("--out")
         .arg(out)
         .stdin(Stdio::null())
-        .stdout(log.try_clone().map_err(|e| Failure::internal(e.to_string()))?)
+        .stdout(
+            log.try_clone()
+                .map_err(|e| Failure::internal(e.to_string()))?,
+        )
         .stderr(log)
         .spawn()
-        .map_err(|e| Failure::internal(format!("cannot start the worker {}: {e}", exe.display())))?;
+        .map_err(|e| {
+            Failure::internal(format!("cannot start the worker {}: {e}", exe.display()))
+        })?;
     let limit = job.limits.timeout() + Duration::from_secs_f64(job.grace_s.max(0.0));
     let status = loop {
         match child.try_wait() {
@@ -384,7 +438,10 @@ pub fn spawn(exe: &Path, job: &Job, out: &Path) -> Result<WorkerResult, Failure>
     let report_path = out.join(REPORT_FILE);
     if let Ok(bytes) = std::fs::read(&report_path) {
         let report: Report = serde_json::from_slice(&bytes).map_err(|e| {
-            Failure::internal(format!("the worker's report {} is unreadable: {e}", report_path.display()))
+            Failure::internal(format!(
+                "the worker's report {} is unreadable: {e}",
+                report_path.display()
+            ))
         })?;
         return Ok(WorkerResult { report, wall_s });
     }
@@ -428,5 +485,9 @@ fn log_tail(path: &Path) -> String {
         return String::new();
     }
     let tail: Vec<&str> = lines.into_iter().rev().collect();
-    format!("; its log ({}) ends:\n  {}", path.display(), tail.join("\n  "))
+    format!(
+        "; its log ({}) ends:\n  {}",
+        path.display(),
+        tail.join("\n  ")
+    )
 }

@@ -34,8 +34,17 @@ fn baseline_matches_reference(preset: &str) {
 
     assert_eq!(session.submitted.len(), native.windows.len());
     for (w, (got, want)) in session.submitted.iter().zip(&native.windows).enumerate() {
-        assert_eq!(got.loss.double_value(&[]), want.loss, "{preset} window {w}: loss");
-        for ((name, g), r) in session.names.iter().zip(&got.upload).zip(&want.upload.tensors) {
+        assert_eq!(
+            got.loss.double_value(&[]),
+            want.loss,
+            "{preset} window {w}: loss"
+        );
+        for ((name, g), r) in session
+            .names
+            .iter()
+            .zip(&got.upload)
+            .zip(&want.upload.tensors)
+        {
             let parts = [
                 ("idx", &g.idx, &r.idx),
                 ("codes", &g.codes, &r.codes),
@@ -48,14 +57,25 @@ fn baseline_matches_reference(preset: &str) {
             }
         }
     }
-    for ((name, got), want) in session.names.iter().zip(&session.params).zip(&native.trainer.params.tensors) {
+    for ((name, got), want) in session
+        .names
+        .iter()
+        .zip(&session.params)
+        .zip(&native.trainer.params.tensors)
+    {
         assert!(same(got, want), "{preset}: final {name} differs");
     }
     // The profile saw the work: matmuls dominate the FLOPs, and every window has a latency.
     let profile = run.state.accounting.report();
     assert_eq!(profile.windows.as_ref().unwrap().count, config.windows);
-    assert!(profile.ops.iter().any(|o| o.op == "linear" && o.flops > 0.0));
-    assert!(profile.ops.iter().any(|o| o.op == "autograd_grad" && o.flops > 0.0));
+    assert!(profile
+        .ops
+        .iter()
+        .any(|o| o.op == "linear" && o.flops > 0.0));
+    assert!(profile
+        .ops
+        .iter()
+        .any(|o| o.op == "autograd_grad" && o.flops > 0.0));
 }
 
 #[test]

@@ -29,7 +29,9 @@ fn small_limits() -> Limits {
 /// Runs guest `name` on θ0 of tiny with no windows; returns the failure and the time taken.
 fn fail(name: &str, limits: Limits) -> (Failure, Duration) {
     let sandbox = Sandbox::new().unwrap();
-    let compiled = sandbox.compile(&common::guest(name)).unwrap_or_else(|f| panic!("{name}: {f}"));
+    let compiled = sandbox
+        .compile(&common::guest(name))
+        .unwrap_or_else(|f| panic!("{name}: {f}"));
     let session = Session::without_windows(&tiny(), Device::Cpu).unwrap();
     let start = Instant::now();
     let Err(failure) = sandbox.run(&compiled, session, limits) else {
@@ -48,10 +50,17 @@ fn an_endless_loop_runs_out_of_fuel() {
 
 #[test]
 fn an_endless_loop_with_fuel_to_spare_meets_the_deadline() {
-    let limits = Limits { fuel: u64::MAX / 2, timeout_s: 1.0, ..small_limits() };
+    let limits = Limits {
+        fuel: u64::MAX / 2,
+        timeout_s: 1.0,
+        ..small_limits()
+    };
     let (f, took) = fail("spin", limits);
     assert_eq!(f.code, FailureCode::DeadlineExceeded, "{f}");
-    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(5), "took {took:?}");
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "took {took:?}"
+    );
 }
 
 #[test]
@@ -92,10 +101,16 @@ fn a_panic_is_a_guest_trap() {
 fn bad_op_arguments_carry_their_codes_to_the_run() {
     let (f, _) = fail("shape-mismatch", small_limits());
     assert_eq!(f.code, FailureCode::ShapeMismatch, "{f}");
-    assert!(f.message.contains("matmul") && f.message.contains("[2, 3]"), "{f}");
+    assert!(
+        f.message.contains("matmul") && f.message.contains("[2, 3]"),
+        "{f}"
+    );
     let (f, _) = fail("wrong-dtype", small_limits());
     assert_eq!(f.code, FailureCode::WrongDtype, "{f}");
-    assert!(f.message.contains("embedding") && f.message.contains("i64"), "{f}");
+    assert!(
+        f.message.contains("embedding") && f.message.contains("i64"),
+        "{f}"
+    );
     let (f, _) = fail("unknown-op", small_limits());
     assert_eq!(f.code, FailureCode::UnknownOp, "{f}");
     assert!(f.message.contains("frobnicate"), "{f}");
@@ -120,7 +135,11 @@ fn refused(bytes: &[u8]) -> Failure {
 fn imports_outside_the_contract_are_refused_by_name() {
     let f = refused(&common::guest("wasi-imports"));
     assert_eq!(f.code, FailureCode::ForbiddenImport, "{f}");
-    for name in ["wasi:clocks/monotonic-clock@0.2.6", "wasi:filesystem/preopens@0.2.6", "wasi:sockets/tcp@0.2.6"] {
+    for name in [
+        "wasi:clocks/monotonic-clock@0.2.6",
+        "wasi:filesystem/preopens@0.2.6",
+        "wasi:sockets/tcp@0.2.6",
+    ] {
         assert!(f.message.contains(name), "{name} not named: {f}");
     }
 }
@@ -149,7 +168,10 @@ fn the_host_survives_a_failed_run_and_runs_again() {
     let compiled = sandbox.compile(&common::guest("op-flood")).unwrap();
     for _ in 0..2 {
         let session = Session::without_windows(&tiny(), Device::Cpu).unwrap();
-        let f = sandbox.run(&compiled, session, small_limits()).err().unwrap();
+        let f = sandbox
+            .run(&compiled, session, small_limits())
+            .err()
+            .unwrap();
         assert_eq!(f.code, FailureCode::OpLimit);
     }
 }

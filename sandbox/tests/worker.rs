@@ -10,7 +10,11 @@ use crusades_sandbox::{FailureCode, Limits};
 
 fn fake_worker(dir: &Path, body: &str) -> PathBuf {
     let path = dir.join("fake-worker");
-    std::fs::write(&path, format!("#!/bin/sh\necho 'starting up' >&2\n{body}\n")).unwrap();
+    std::fs::write(
+        &path,
+        format!("#!/bin/sh\necho 'starting up' >&2\n{body}\n"),
+    )
+    .unwrap();
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
     path
 }
@@ -23,7 +27,10 @@ fn job(dir: &Path) -> Job {
         token_dtype: None,
         workload_dir: dir.join("workload"),
         device: "cpu".into(),
-        limits: Limits { timeout_s: 0.5, ..Limits::default() },
+        limits: Limits {
+            timeout_s: 0.5,
+            ..Limits::default()
+        },
         threads: None,
         grace_s: 0.5,
     }
@@ -39,7 +46,10 @@ fn failure_of(body: &str) -> crusades_sandbox::Failure {
 fn an_abort_is_a_crash_that_names_the_signal_and_shows_the_log() {
     let f = failure_of("kill -ABRT $$");
     assert_eq!(f.code, FailureCode::WorkerCrashed, "{f}");
-    assert!(f.message.contains("SIGABRT") && f.message.contains("starting up"), "{f}");
+    assert!(
+        f.message.contains("SIGABRT") && f.message.contains("starting up"),
+        "{f}"
+    );
 }
 
 #[test]
@@ -68,12 +78,18 @@ fn a_hung_worker_is_killed_after_the_timeout_and_grace() {
     let start = std::time::Instant::now();
     let f = failure_of("sleep 30");
     assert_eq!(f.code, FailureCode::WorkerTimeout, "{f}");
-    assert!(start.elapsed().as_secs_f64() < 10.0, "took {:?}", start.elapsed());
+    assert!(
+        start.elapsed().as_secs_f64() < 10.0,
+        "took {:?}",
+        start.elapsed()
+    );
 }
 
 #[test]
 fn a_garbled_report_is_an_internal_error_not_a_panic() {
-    let f = failure_of(r#"for a in "$@"; do out=$a; done; mkdir -p "$out"; echo '{ nope' > "$out/report.json""#);
+    let f = failure_of(
+        r#"for a in "$@"; do out=$a; done; mkdir -p "$out"; echo '{ nope' > "$out/report.json""#,
+    );
     assert_eq!(f.code, FailureCode::Internal, "{f}");
     assert!(f.message.contains("unreadable"), "{f}");
 }

@@ -71,7 +71,13 @@ fn ensure_target(chatty: bool) -> anyhow::Result<()> {
         .args(["target", "list", "--installed"])
         .output();
     match installed {
-        Ok(o) if String::from_utf8_lossy(&o.stdout).lines().any(|l| l.trim() == TARGET) => Ok(()),
+        Ok(o)
+            if String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .any(|l| l.trim() == TARGET) =>
+        {
+            Ok(())
+        }
         Ok(_) => {
             if chatty {
                 eprintln!("installing the {TARGET} target (rustup target add {TARGET})");
@@ -106,9 +112,20 @@ pub fn build(dir: &Path, out: Option<&Path>, chatty: bool) -> anyhow::Result<Bui
         eprintln!("building {} for {TARGET}", dir.display());
     }
     let output = Command::new(cargo())
-        .args(["build", "--release", "--target", TARGET, "--message-format=json-render-diagnostics", "--manifest-path"])
+        .args([
+            "build",
+            "--release",
+            "--target",
+            TARGET,
+            "--message-format=json-render-diagnostics",
+            "--manifest-path",
+        ])
         .arg(&manifest)
-        .stderr(if chatty { Stdio::inherit() } else { Stdio::piped() })
+        .stderr(if chatty {
+            Stdio::inherit()
+        } else {
+            Stdio::piped()
+        })
         .stdout(Stdio::piped())
         .output()
         .context("running cargo")?;
@@ -117,11 +134,18 @@ pub fn build(dir: &Path, out: Option<&Path>, chatty: bool) -> anyhow::Result<Bui
         bail_input!(
             "cargo could not build {} for {TARGET}{}",
             dir.display(),
-            if stderr.trim().is_empty() { String::new() } else { format!(":\n{}", stderr.trim_end()) }
+            if stderr.trim().is_empty() {
+                String::new()
+            } else {
+                format!(":\n{}", stderr.trim_end())
+            }
         );
     }
     let core = core_module(&output.stdout, &manifest).with_context(|| {
-        format!("{}: no .wasm came out; is its [lib] crate-type [\"cdylib\"]?", dir.display())
+        format!(
+            "{}: no .wasm came out; is its [lib] crate-type [\"cdylib\"]?",
+            dir.display()
+        )
     })?;
     let module = std::fs::read(&core).with_context(|| format!("reading {}", core.display()))?;
     let component = encode_component(&module).map_err(|e| {

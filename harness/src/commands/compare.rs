@@ -16,7 +16,11 @@ pub fn first_difference(a: &Path, b: &Path, windows: usize) -> anyhow::Result<Op
     for (what, fa, fb) in files {
         let (ta, tb) = (io::read(&fa, Device::Cpu)?, io::read(&fb, Device::Cpu)?);
         if ta.tensors.len() != tb.tensors.len() {
-            return Ok(Some(format!("{what}: {} tensors against {}", ta.tensors.len(), tb.tensors.len())));
+            return Ok(Some(format!(
+                "{what}: {} tensors against {}",
+                ta.tensors.len(),
+                tb.tensors.len()
+            )));
         }
         for ((na, x), (nb, y)) in ta.tensors.iter().zip(&tb.tensors) {
             let equal = na == nb && x.kind() == y.kind() && x.size() == y.size() && x.equal(y);

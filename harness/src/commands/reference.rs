@@ -7,7 +7,6 @@ use std::time::Instant;
 use clap::Args;
 use serde::Serialize;
 
-
 use crusades_reference::device::device_name;
 use crusades_reference::io::{self, HostTensor};
 use crusades_reference::window::{self, Progress, WindowTimings};

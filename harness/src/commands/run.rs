@@ -84,14 +84,24 @@ pub const SUBMISSION_FAILED: u8 = 3;
 pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     let mut limits = Limits::default();
     for l in &args.limits {
-        limits.set(l).map_err(|e| anyhow::Error::new(crate::InputError(format!("--limit {e}"))))?;
+        limits
+            .set(l)
+            .map_err(|e| anyhow::Error::new(crate::InputError(format!("--limit {e}"))))?;
     }
     let (config, _) = args.workload.resolve()?;
     crusades_reference::device::parse_device(&args.device)?;
     let component = super::build::resolve_submission(&args.submission, !args.json)?;
     let exe = std::env::current_exe()?;
     let cache = workload::cache_dir(args.cache.as_deref());
-    let workload_dir = workload::prepare(&exe, &cache, &config, &args.workload, &args.device, args.threads, !args.json)?;
+    let workload_dir = workload::prepare(
+        &exe,
+        &cache,
+        &config,
+        &args.workload,
+        &args.device,
+        args.threads,
+        !args.json,
+    )?;
     let (out, _temp) = match &args.out {
         Some(dir) => (dir.clone(), None),
         None => {
@@ -104,7 +114,12 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
             path: component.canonicalize()?,
         },
         config: config.clone(),
-        corpus_file: args.workload.corpus.as_ref().map(|p| p.canonicalize()).transpose()?,
+        corpus_file: args
+            .workload
+            .corpus
+            .as_ref()
+            .map(|p| p.canonicalize())
+            .transpose()?,
         token_dtype: args.workload.token_dtype.clone(),
         workload_dir,
         device: args.device.clone(),
@@ -172,7 +187,8 @@ fn compare_with_reference(
     if let Some(f) = reference.report.failure {
         return Err(workload::failure_error(f).context("the native reference run"));
     }
-    let first_difference = super::compare::first_difference(out, &ref_out, job.config.windows as usize)?;
+    let first_difference =
+        super::compare::first_difference(out, &ref_out, job.config.windows as usize)?;
     Ok(VsReference {
         reference_run_s: reference.report.timing.run_s,
         reference_worker_wall_s: reference.wall_s,
@@ -270,8 +286,16 @@ fn print_profile(p: &Profile, top: usize) {
         "op", "calls", "time", "time %", "FLOPs", "FLOP/s"
     );
     for o in p.ops.iter().take(top) {
-        let share = if p.total_seconds > 0.0 { o.seconds / p.total_seconds } else { 0.0 };
-        let rate = if o.seconds > 0.0 { o.flops / o.seconds } else { 0.0 };
+        let share = if p.total_seconds > 0.0 {
+            o.seconds / p.total_seconds
+        } else {
+            0.0
+        };
+        let rate = if o.seconds > 0.0 {
+            o.flops / o.seconds
+        } else {
+            0.0
+        };
         println!(
             "{:<30} {:>9} {:>10} {:>7} {:>12} {:>11}",
             o.op,

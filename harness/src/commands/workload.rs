@@ -113,15 +113,23 @@ pub fn prepare(
     threads: Option<usize>,
     chatty: bool,
 ) -> anyhow::Result<PathBuf> {
-    let kind = if device.starts_with("cuda") { "cuda" } else { "cpu" };
+    let kind = if device.starts_with("cuda") {
+        "cuda"
+    } else {
+        "cpu"
+    };
     let hash = config.workload_hash();
-    let dir = cache.join("workloads").join(format!("{}-{kind}", &hash[..16]));
+    let dir = cache
+        .join("workloads")
+        .join(format!("{}-{kind}", &hash[..16]));
     if dir.join(COMPLETE).is_file() {
         return Ok(dir);
     }
-    let staging = cache
-        .join("workloads")
-        .join(format!(".{}-{kind}.tmp-{}", &hash[..16], std::process::id()));
+    let staging = cache.join("workloads").join(format!(
+        ".{}-{kind}.tmp-{}",
+        &hash[..16],
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&staging);
     let job = Job {
         program: Program::Prepare,

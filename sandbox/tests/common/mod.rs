@@ -10,16 +10,30 @@ use std::sync::OnceLock;
 use crusades_sandbox::runner::encode_component;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn cargo_build(workspace: &Path) {
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["build", "--quiet", "--release", "--target", "wasm32-unknown-unknown", "--manifest-path"])
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--manifest-path",
+        ])
         .arg(workspace.join("Cargo.toml"))
         .status()
         .expect("cargo runs");
-    assert!(status.success(), "building the guests in {} failed", workspace.display());
+    assert!(
+        status.success(),
+        "building the guests in {} failed",
+        workspace.display()
+    );
 }
 
 fn component(workspace: &Path, crate_name: &str) -> Vec<u8> {
