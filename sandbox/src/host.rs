@@ -273,12 +273,12 @@ impl State {
         wit_error(e)
     }
 
-    fn new_tensor(
+    /// A new tensor from guest data, charged before libtorch allocates it.
+    fn new_tensor<T: tch::kind::Element>(
         &mut self,
         what: &str,
+        data: &[T],
         shape: &[i64],
-        make: impl FnOnce() -> Result<Tensor, tch::TchError>,
-        elt: u64,
     ) -> wasmtime::Result<Result<Resource<TensorEntry>, wit::OpError>> {
         self.tick()?;
         let numel: Option<u64> = shape.iter().try_fold(1u64, |n, &d| {
@@ -288,10 +288,18 @@ impl State {
             let e = OpError::new(Code::BadArguments, format!("invalid shape {shape:?}"));
             return Ok(Err(self.refuse(what, e)));
         };
-        self.charge(numel.saturating_mul(elt))?;
-        match make().map_err(OpError::from) {
+        self.charge(numel.saturating_mul(T::KIND.elt_size_in_bytes() as u64))?;
+        let device = self.ctx.device;
+        let made = Tensor::f_from_slice(data)
+            .and_then(|t| t.f_view(shape))
+            .and_then(|t| t.f_to_device(device));
+        match made {
             Ok(t) => Ok(Ok(self.push(t)?)),
-            Err(e) => Ok(Err(self.refuse(what, e))),
+            Err(e) => {
+                let mut e = OpError::from(e);
+                e.message = format!("{} ({} values given)", e.message, data.len());
+                Ok(Err(self.refuse(what, e)))
+            }
         }
     }
 
@@ -483,19 +491,7 @@ impl wit::Host for State {
         data: Vec<f32>,
         shape: Vec<i64>,
     ) -> wasmtime::Result<Result<Resource<TensorEntry>, wit::OpError>> {
-        let device = self.ctx.device;
-        let n = data.len();
-        self.new_tensor(
-            "from-f32",
-            &shape,
-            || {
-                Tensor::f_from_slice(&data)?
-                    .f_view(shape.as_slice())?
-                    .f_to_device(device)
-            },
-            4,
-        )
-        .map(|r| r.map_err(|e| with_len(e, n)))
+        self.new_tensor("from-f32", &data, &shape)
     }
 
     fn from_i64(
@@ -503,19 +499,7 @@ impl wit::Host for State {
         data: Vec<i64>,
         shape: Vec<i64>,
     ) -> wasmtime::Result<Result<Resource<TensorEntry>, wit::OpError>> {
-        let device = self.ctx.device;
-        let n = data.len();
-        self.new_tensor(
-            "from-i64",
-            &shape,
-            || {
-                Tensor::f_from_slice(&data)?
-                    .f_view(shape.as_slice())?
-                    .f_to_device(device)
-            },
-            8,
-        )
-        .map(|r| r.map_err(|e| with_len(e, n)))
+        self.new_tensor("from-i64", &data, &shape)
     }
 
     fn item(&mut self, t: Resource<TensorEntry>) -> wasmtime::Result<Result<f64, wit::OpError>> {
@@ -533,11 +517,6 @@ impl wit::Host for State {
             Err(e) => Ok(Err(self.refuse("item", e.into()))),
         }
     }
-}
-
-fn with_len(mut e: wit::OpError, n: usize) -> wit::OpError {
-    e.message = format!("{} ({n} values given)", e.message);
-    e
 }
 
 impl wl::Host for State {

@@ -26,8 +26,9 @@ pub struct Session {
     /// θ: the f32 leaves the guest updates in place. The host reads the final weights here.
     pub params: Vec<Tensor>,
     pub geometries: Vec<Geometry>,
-    /// (inputs, labels) per window.
+    /// (inputs, labels) per window, and the corpus page each came from.
     pub batches: Vec<(Tensor, Tensor)>,
+    pub pages: Vec<u64>,
     /// `peers[w][j]`: peer j's upload for window w.
     pub peers: Vec<Vec<Upload>>,
     pub submitted: Vec<Submitted>,
@@ -58,6 +59,7 @@ impl Session {
             params: params.tensors,
             geometries,
             batches: Vec::new(),
+            pages: Vec::new(),
             peers: Vec::new(),
             submitted: Vec::new(),
         })
@@ -90,10 +92,12 @@ impl Session {
             .collect::<Result<Vec<_>, _>>()
             .map_err(setup)?;
         let mut batches = Vec::new();
+        let mut pages = Vec::new();
         let mut peers = Vec::new();
         for w in 0..config.windows {
             let page = corpus.window_page(config.uid, w).map_err(setup)?;
             batches.push(page.inputs_and_labels(device).map_err(setup)?);
+            pages.push(page.index);
             let mut window_peers = Vec::new();
             for j in 0..config.peers {
                 let path = peer_upload_path(workload_dir, w, j);
@@ -121,6 +125,7 @@ impl Session {
             params: params.tensors,
             geometries,
             batches,
+            pages,
             peers,
             submitted: Vec::new(),
         })

@@ -107,6 +107,27 @@ pub struct Report {
     pub limits: Limits,
 }
 
+impl Report {
+    /// An empty report for `job`, before anything has run.
+    pub fn for_job(job: &Job) -> Self {
+        Self {
+            contract_version: crate::CONTRACT_VERSION.to_string(),
+            program: job.program.name().to_string(),
+            sha256: None,
+            device: job.device.clone(),
+            workload_hash: job.config.workload_hash(),
+            failure: None,
+            timing: Timing::default(),
+            losses: Vec::new(),
+            tokens: job.config.tokens_per_window() * job.config.windows as i64,
+            profile: None,
+            peak_tensor_bytes: 0,
+            peak_handles: 0,
+            limits: job.limits,
+        }
+    }
+}
+
 pub const REPORT_FILE: &str = "report.json";
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
 
@@ -163,21 +184,7 @@ pub fn serve(job_path: &Path, out: &Path) -> Result<(), String> {
             serde_json::from_slice(&b).map_err(|e| format!("{}: {e}", job_path.display()))
         })?;
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
-    let mut report = Report {
-        contract_version: crate::CONTRACT_VERSION.to_string(),
-        program: job.program.name().to_string(),
-        sha256: None,
-        device: job.device.clone(),
-        workload_hash: job.config.workload_hash(),
-        failure: None,
-        timing: Timing::default(),
-        losses: Vec::new(),
-        tokens: job.config.tokens_per_window() * job.config.windows as i64,
-        profile: None,
-        peak_tensor_bytes: 0,
-        peak_handles: 0,
-        limits: job.limits,
-    };
+    let mut report = Report::for_job(&job);
     if let Err(f) = execute(&job, out, &mut report) {
         report.failure = Some(f);
     }
@@ -228,9 +235,8 @@ fn prepare(
         weights: named_weights(
             &trainer
                 .params
-                .specs
-                .iter()
-                .map(|s| s.name.clone())
+                .names()
+                .map(str::to_string)
                 .collect::<Vec<_>>(),
             &trainer.params.tensors,
         ),
@@ -280,10 +286,7 @@ fn reference(
     let start = Instant::now();
     let mut windows = Vec::with_capacity(session.batches.len());
     for (w, ((x, y), peers)) in session.batches.iter().zip(&session.peers).enumerate() {
-        let page = corpus
-            .window_page(job.config.uid, w as u64)
-            .map_err(internal("the corpus"))?
-            .index;
+        let page = session.pages[w];
         windows.push(
             trainer
                 .step_batch(w as u64, page, x, y, peers)

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crusades_sandbox::accounting::Profile;
 use crusades_sandbox::worker::{self, Job, Program, Report};
-use crusades_sandbox::{Failure, Limits};
+use crusades_sandbox::Limits;
 
 use super::workload::{self, WorkloadArgs};
 use crate::report;
@@ -132,7 +132,11 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     spinner.finish_and_clear();
     let (report, wall_s) = match result {
         Ok(r) => (r.report, r.wall_s),
-        Err(f) if f.code.is_submission_fault() => (failed_report(&job, f), f64::NAN),
+        Err(f) if f.code.is_submission_fault() => {
+            let mut report = Report::for_job(&job);
+            report.failure = Some(f);
+            (report, f64::NAN)
+        }
         Err(f) => return Err(workload::failure_error(f)),
     };
     if let Some(f) = &report.failure {
@@ -197,24 +201,6 @@ fn compare_with_reference(
         outputs_identical: first_difference.is_none(),
         first_difference,
     })
-}
-
-fn failed_report(job: &Job, failure: Failure) -> Report {
-    Report {
-        contract_version: crusades_sandbox::CONTRACT_VERSION.to_string(),
-        program: job.program.name().to_string(),
-        sha256: None,
-        device: job.device.clone(),
-        workload_hash: job.config.workload_hash(),
-        failure: Some(failure),
-        timing: Default::default(),
-        losses: Vec::new(),
-        tokens: 0,
-        profile: None,
-        peak_tensor_bytes: 0,
-        peak_handles: 0,
-        limits: job.limits,
-    }
 }
 
 fn print_human(doc: &RunReport, top: usize) {
