@@ -951,9 +951,10 @@ mod tests {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../sandbox/src/registry.rs");
         let src = std::fs::read_to_string(path).ok()?;
         Some(
-            src.match_indices("op!(\"")
+            // `op!(` then the quoted name, with whatever whitespace rustfmt puts between.
+            src.match_indices("op!(")
                 .filter_map(|(i, m)| {
-                    let rest = &src[i + m.len()..];
+                    let rest = src[i + m.len()..].trim_start().strip_prefix('"')?;
                     rest.find('"').map(|end| rest[..end].to_string())
                 })
                 .collect(),
