@@ -69,7 +69,7 @@ fn the_baseline_runs_through_the_worker_and_matches_the_native_reference() {
     let r = json(&o);
     assert_eq!(r["ok"], true);
     assert_eq!(r["sha256"], built["sha256"]);
-    assert_eq!(r["contract_version"], "0.1.0");
+    assert_eq!(r["contract_version"], "0.2.0");
     assert_eq!(r["losses"].as_array().unwrap().len(), 2);
     let v = &r["vs_reference"];
     assert_eq!(v["outputs_identical"], true, "{v}");

@@ -19,6 +19,8 @@ struct OpCounters {
 /// Per-op counters, indexed like the registry.
 pub struct Accounting {
     ops: Vec<OpCounters>,
+    /// Wall time per phase the guest marked, in [`Phase`] order.
+    phases: [Duration; 4],
     /// Window latencies in microseconds (1 µs to 1 day, 3 significant digits).
     windows: Histogram<u64>,
 }
@@ -33,6 +35,7 @@ impl Accounting {
     pub fn new() -> Self {
         Self {
             ops: vec![OpCounters::default(); REGISTRY.len()],
+            phases: [Duration::ZERO; 4],
             windows: Histogram::new_with_bounds(1, 86_400_000_000, 3)
                 .expect("static histogram bounds are valid"),
         }
@@ -49,6 +52,10 @@ impl Accounting {
     pub fn record_window(&mut self, latency: Duration) {
         let micros = (latency.as_micros() as u64).clamp(1, 86_400_000_000);
         self.windows.saturating_record(micros);
+    }
+
+    pub fn record_phase(&mut self, phase: Phase, elapsed: Duration) {
+        self.phases[phase as usize] += elapsed;
     }
 
     pub fn total_ops(&self) -> u64 {
@@ -78,6 +85,12 @@ impl Accounting {
             total_flops: ops.iter().map(|o| o.flops).sum(),
             total_bytes: ops.iter().map(|o| o.bytes).sum(),
             ops,
+            phases: PhaseTimes {
+                train_s: self.phases[Phase::Train as usize].as_secs_f64(),
+                compress_s: self.phases[Phase::Compress as usize].as_secs_f64(),
+                aggregate_s: self.phases[Phase::Aggregate as usize].as_secs_f64(),
+                other_s: self.phases[Phase::Other as usize].as_secs_f64(),
+            },
             windows: (!h.is_empty()).then(|| LatencySummary {
                 count: h.len(),
                 mean_s: h.mean() * 1e-6,
@@ -102,6 +115,27 @@ pub struct Profile {
     pub ops: Vec<OpProfile>,
     /// Window (step) latencies, from one `submit` to the next.
     pub windows: Option<LatencySummary>,
+    /// Wall time per phase, as the guest marked them (`mark-phase`); not scored.
+    #[serde(default)]
+    pub phases: PhaseTimes,
+}
+
+/// The phases a guest can mark (`workload.phase` in the contract).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Train = 0,
+    Compress = 1,
+    Aggregate = 2,
+    Other = 3,
+}
+
+/// Seconds of the guest call spent in each marked phase. They add up to the run's time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PhaseTimes {
+    pub train_s: f64,
+    pub compress_s: f64,
+    pub aggregate_s: f64,
+    pub other_s: f64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -139,7 +173,17 @@ mod tests {
         for ms in [10, 20, 30, 40] {
             a.record_window(Duration::from_millis(ms));
         }
+        a.record_phase(Phase::Compress, Duration::from_millis(3));
+        a.record_phase(Phase::Compress, Duration::from_millis(2));
+        a.record_phase(Phase::Train, Duration::from_millis(7));
         let p = a.report();
+        assert!(
+            (p.phases.compress_s - 0.005).abs() < 1e-12,
+            "{:?}",
+            p.phases
+        );
+        assert!((p.phases.train_s - 0.007).abs() < 1e-12);
+        assert_eq!((p.phases.aggregate_s, p.phases.other_s), (0.0, 0.0));
         assert_eq!(p.ops[0].op, "matmul");
         assert_eq!(p.ops[1].calls, 2);
         assert_eq!(p.total_calls, 3);

@@ -16,7 +16,7 @@ use crusades_reference::compress::CompressedTensor;
 use crusades_reference::device::synchronize;
 use crusades_reference::model::detached_copy;
 
-use crate::accounting::Accounting;
+use crate::accounting::{Accounting, Phase};
 use crate::failure::{Failure, FailureCode};
 use crate::limits::Limits;
 use crate::registry::{self, Args, Code, Ctx, Flops, OpError, Value, REGISTRY};
@@ -152,6 +152,11 @@ pub struct State {
     pub last_op_error: Option<OpError>,
     /// When the guest's clock started; window latencies run from here.
     last_mark: Option<Instant>,
+    /// The phase the guest last marked, and since when.
+    phase: (Phase, Instant),
+    /// Per window, the label tokens whose loss the guest differentiated: the targets of
+    /// `cross_entropy` calls that recorded an autograd graph.
+    pub window_tokens: Vec<u64>,
 }
 
 impl State {
@@ -177,6 +182,8 @@ impl State {
             breach: None,
             last_op_error: None,
             last_mark: None,
+            phase: (Phase::Other, Instant::now()),
+            window_tokens: Vec::new(),
         }
     }
 
@@ -184,6 +191,38 @@ impl State {
     pub fn start_clock(&mut self, now: Instant) {
         self.deadline = now + self.limits.timeout();
         self.last_mark = Some(now);
+        self.phase = (Phase::Other, now);
+        self.window_tokens = vec![0; self.session.batches.len()];
+    }
+
+    pub fn current_phase(&self) -> Phase {
+        self.phase.0
+    }
+
+    /// Ends the current phase at `now` and starts `next`.
+    pub fn switch_phase(&mut self, next: Phase, now: Instant) {
+        let (phase, since) = std::mem::replace(&mut self.phase, (next, now));
+        self.accounting
+            .record_phase(phase, now.saturating_duration_since(since));
+    }
+
+    fn count_tokens(&mut self, op: &registry::Op, args: &Args, outputs: &[Tensor]) {
+        if op.name != "cross_entropy" || !outputs.iter().any(Tensor::requires_grad) {
+            return;
+        }
+        // Labels equal to ignore_index add nothing to the loss, so they are not counted.
+        let ignore = args.int_or(3, -100).unwrap_or(-100);
+        let counted = args
+            .tensors()
+            .nth(1)
+            .and_then(|labels| labels.f_ne(ignore).ok())
+            .and_then(|kept| kept.f_sum(tch::Kind::Int64).ok())
+            .and_then(|n| n.f_int64_value(&[]).ok())
+            .unwrap_or(0);
+        let window = self.session.submitted.len();
+        if let Some(count) = self.window_tokens.get_mut(window) {
+            *count += counted.max(0) as u64;
+        }
     }
 
     pub fn guest_memory_breach(&self) -> Option<usize> {
@@ -475,6 +514,7 @@ impl wit::Host for State {
         } else if outputs.iter().any(Tensor::requires_grad) {
             self.graph_flops += flops;
         }
+        self.count_tokens(op, &args, &outputs);
         let bytes = args.tensors().chain(&outputs).map(charged_bytes).sum();
         self.accounting
             .record_op(id as usize, elapsed, flops, bytes);
@@ -550,6 +590,20 @@ impl wl::Host for State {
             windows: u(c.windows as i64),
             peers: u(c.peers as i64),
         })
+    }
+
+    fn mark_phase(&mut self, phase: wl::Phase) -> wasmtime::Result<()> {
+        self.tick()?;
+        // Phase times are the device's: wait for the work queued so far.
+        synchronize(self.session.device);
+        let next = match phase {
+            wl::Phase::Train => Phase::Train,
+            wl::Phase::Compress => Phase::Compress,
+            wl::Phase::Aggregate => Phase::Aggregate,
+            wl::Phase::Other => Phase::Other,
+        };
+        self.switch_phase(next, Instant::now());
+        Ok(())
     }
 
     fn parameters(&mut self) -> wasmtime::Result<Vec<wl::Parameter>> {

@@ -60,6 +60,6 @@ const fn contract_version() -> &'static str {
 mod tests {
     #[test]
     fn contract_version_is_the_wit_package_version() {
-        assert_eq!(super::CONTRACT_VERSION, "0.1.0");
+        assert_eq!(super::CONTRACT_VERSION, "0.2.0");
     }
 }

@@ -176,7 +176,10 @@ impl Sandbox {
             store.data_mut().start_clock(start);
             let result = instance.call_run(&mut store);
             synchronize(device);
-            (result, start.elapsed().as_secs_f64())
+            let end = Instant::now();
+            let phase = store.data().current_phase();
+            store.data_mut().switch_phase(phase, end);
+            (result, (end - start).as_secs_f64())
         });
         stop.store(true, Ordering::Relaxed);
         let _ = ticker.join();

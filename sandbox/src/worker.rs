@@ -99,7 +99,13 @@ pub struct Report {
     pub failure: Option<Failure>,
     pub timing: Timing,
     pub losses: Vec<f64>,
+    /// The workload's tokens: windows × seqs × T.
     pub tokens: i64,
+    /// Per window, the label tokens whose loss the run differentiated (the host counts the
+    /// targets of `cross_entropy` calls on the autograd tape; the native reference reports
+    /// the window's tokens).
+    #[serde(default)]
+    pub window_tokens: Vec<u64>,
     /// Per-op accounting (wasm only: the native reference calls libtorch directly).
     pub profile: Option<Profile>,
     pub peak_tensor_bytes: u64,
@@ -120,6 +126,7 @@ impl Report {
             timing: Timing::default(),
             losses: Vec::new(),
             tokens: job.config.tokens_per_window() * job.config.windows as i64,
+            window_tokens: Vec::new(),
             profile: None,
             peak_tensor_bytes: 0,
             peak_handles: 0,
@@ -295,6 +302,7 @@ fn reference(
     }
     synchronize(device);
     report.timing.run_s = start.elapsed().as_secs_f64();
+    report.window_tokens = vec![job.config.tokens_per_window() as u64; windows.len()];
     Ok(Outputs {
         losses: windows.iter().map(|w| w.loss).collect(),
         uploads: windows.into_iter().map(|w| w.upload).collect(),
@@ -332,6 +340,7 @@ fn wasm(
     report.profile = Some(state.accounting.report());
     report.peak_tensor_bytes = state.peak_bytes;
     report.peak_handles = state.peak_handles;
+    report.window_tokens = state.window_tokens;
     let session = state.session;
     let bins = job.config.hparams.bins;
     let mut losses = Vec::new();

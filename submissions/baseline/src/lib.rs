@@ -6,7 +6,7 @@
 mod model;
 
 use crusades_sdk::compress::{Compressor, CompressorConfig, Geometry};
-use crusades_sdk::workload::{self, Config, Upload};
+use crusades_sdk::workload::{self, Config, Phase, Upload};
 use crusades_sdk::{Error, Result, Submission, Tensor};
 
 use model::Params;
@@ -62,9 +62,11 @@ impl Trainer {
             }
         }
         let hp = self.config.hparams;
+        workload::mark_phase(Phase::Train);
         let (loss, grads) = self.params.loss_and_grads(&batch.inputs, &batch.labels)?;
 
         let _no_grad = crusades_sdk::no_grad()?;
+        workload::mark_phase(Phase::Compress);
         for ((theta, m), g) in self.params.tensors.iter().zip(&self.momentum).zip(&grads) {
             theta.mul_(1.0 - hp.lr * hp.weight_decay)?;
             m.mul_(hp.momentum_decay)?;
@@ -77,6 +79,7 @@ impl Trainer {
             m.sub_(&transmitted)?;
             uploads.push(ct);
         }
+        workload::mark_phase(Phase::Aggregate);
         for (i, theta) in self.params.tensors.iter().enumerate() {
             let mut sources: Vec<&Upload> = vec![&uploads[i]];
             sources.extend(peers.iter().map(|p| &p[i]));
@@ -97,6 +100,7 @@ impl Submission for Baseline {
             let batch = workload::batch(w)?;
             let peers = workload::peer_uploads(w)?;
             let (loss, upload) = trainer.step(&batch, &peers)?;
+            workload::mark_phase(Phase::Other);
             workload::submit(w, &loss, &upload)?;
         }
         Ok(())

@@ -1,5 +1,5 @@
 //! The crusades guest SDK: a typed Rust API over the WIT contract
-//! (`sandbox/wit/crusades.wit`, package `crusades:submission@0.1.0`, world `submission`).
+//! (`sandbox/wit/crusades.wit`, package `crusades:submission@0.2.0`, world `submission`).
 //!
 //! A submission is a `wasm32-unknown-unknown` cdylib that implements [`Submission`] and exports
 //! itself with [`export!`]:

@@ -62,6 +62,17 @@ impl Upload {
     }
 }
 
+/// What the guest is doing, for the time profile: `Train` (forward, loss, backward),
+/// `Compress` (momentum, DCT, top-k, quantisation, error feedback), `Aggregate` (decoding the
+/// uploads, the sign update) or `Other`. Not scored.
+pub use raw::Phase;
+
+/// From now on the guest is in `phase`: the host attributes the wall time until the next mark
+/// to it (`crusades bench` reports the shares).
+pub fn mark_phase(phase: Phase) {
+    raw::mark_phase(phase)
+}
+
 /// The workload's configuration.
 pub fn config() -> Config {
     raw::config()
