@@ -5,6 +5,9 @@
 //! validator daemon and the chain client arrive with their issues (../shared/DESIGN.md).
 
 pub mod commands;
+pub mod flops;
+pub mod hardware;
+pub mod peak;
 pub mod report;
 
 /// A problem with what the user asked for or handed in (exit code 2), as opposed to a failure

@@ -41,6 +41,8 @@ enum Command {
     Build(commands::build::BuildArgs),
     /// Run a submission once in the sandbox: outputs, timing and a per-op profile.
     Run(commands::run::RunArgs),
+    /// Print the FLOP model of a workload term by term: how model FLOPs per token are counted.
+    Flops(commands::flops::FlopsArgs),
     /// List the ops a submission can call, with their arguments and FLOP formulas.
     Ops {
         /// Print JSON instead of a table.
@@ -71,6 +73,7 @@ fn main() -> ExitCode {
         Command::CompressBench(args) => commands::compress::bench(args),
         Command::Build(args) => commands::build::run(args),
         Command::Ops { json } => commands::ops::run(json),
+        Command::Flops(args) => commands::flops::run(args),
         Command::Run(args) => match commands::run::run(args) {
             Ok(code) => return ExitCode::from(code),
             Err(e) => Err(e),

@@ -1,6 +1,7 @@
 pub mod build;
 pub mod compare;
 pub mod compress;
+pub mod flops;
 pub mod ops;
 pub mod reference;
 pub mod run;

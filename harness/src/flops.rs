@@ -1,0 +1,1 @@
+//! The FLOP model (placeholder: being written).

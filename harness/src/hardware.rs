@@ -1,0 +1,1 @@
+//! Hardware description (placeholder: being written).

@@ -1,0 +1,1 @@
+//! Peak FLOP/s (placeholder: being written).
