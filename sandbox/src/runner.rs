@@ -79,7 +79,61 @@ impl Sandbox {
     /// Every check that needs no store: the bytes are a component, its imports are the
     /// contract's and nothing else, and it exports the contract's `run`.
     pub fn compile(&self, bytes: &[u8]) -> Result<Compiled, Failure> {
-        let sha256 = sha256_hex(bytes);
+        Self::check_header(bytes)?;
+        let start = Instant::now();
+        let component = Component::new(&self.engine, bytes).map_err(|e| {
+            Failure::new(
+                FailureCode::InvalidComponent,
+                format!("the component does not validate or compile: {e:#}"),
+            )
+        })?;
+        self.finish(component, bytes, start.elapsed().as_secs_f64())
+    }
+
+    /// Compiles `bytes` to machine code that [`Sandbox::load_precompiled`] can load later,
+    /// after the same checks as [`Sandbox::compile`].
+    pub fn precompile(&self, bytes: &[u8]) -> Result<Vec<u8>, Failure> {
+        self.compile(bytes)?;
+        self.engine.precompile_component(bytes).map_err(|e| {
+            Failure::new(
+                FailureCode::InvalidComponent,
+                format!("the component does not compile: {e:#}"),
+            )
+        })
+    }
+
+    /// A key for precompiled artifacts: two engines with the same key load each other's.
+    pub fn precompile_key(&self) -> String {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.engine.precompile_compatibility_hash().hash(&mut h);
+        format!("{:016x}", h.finish())
+    }
+
+    /// Loads what [`Sandbox::precompile`] made from `bytes` (the component itself, which
+    /// still identifies the submission), with the same load-time checks as a fresh compile.
+    /// The artifact is machine code: only the harness's own cache may be handed in here.
+    pub fn load_precompiled(
+        &self,
+        bytes: &[u8],
+        artifact: &std::path::Path,
+    ) -> Result<Compiled, Failure> {
+        Self::check_header(bytes)?;
+        let start = Instant::now();
+        // SAFETY: the artifact was written by `precompile` of an engine with the same
+        // compatibility key (it is stored under that key) into the harness's cache; wasmtime
+        // itself re-checks the engine configuration and version in its header.
+        let component =
+            unsafe { Component::deserialize_file(&self.engine, artifact) }.map_err(|e| {
+                Failure::internal(format!(
+                    "the compile cache entry {} is unusable ({e:#}); delete it to recompile",
+                    artifact.display()
+                ))
+            })?;
+        self.finish(component, bytes, start.elapsed().as_secs_f64())
+    }
+
+    fn check_header(bytes: &[u8]) -> Result<(), Failure> {
         if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
             return Err(Failure::new(
                 FailureCode::NotWasm,
@@ -92,14 +146,16 @@ impl Sandbox {
                 "this is a core WebAssembly module, not a component; `crusades build DIR` encodes a crate's module as a component",
             ));
         }
-        let start = Instant::now();
-        let component = Component::new(&self.engine, bytes).map_err(|e| {
-            Failure::new(
-                FailureCode::InvalidComponent,
-                format!("the component does not validate or compile: {e:#}"),
-            )
-        })?;
-        let compile_s = start.elapsed().as_secs_f64();
+        Ok(())
+    }
+
+    fn finish(
+        &self,
+        component: Component,
+        bytes: &[u8],
+        compile_s: f64,
+    ) -> Result<Compiled, Failure> {
+        let sha256 = sha256_hex(bytes);
         let allowed = allowed_imports();
         let ty = component.component_type();
         let foreign: Vec<String> = ty

@@ -22,6 +22,7 @@ use crusades_reference::config::{CorpusSpec, WorkloadConfig};
 use crusades_reference::corpus::{Corpus, TokenDtype};
 use crusades_reference::device::{device_name, parse_device, synchronize};
 use crusades_reference::io::{self, HostTensor, Upload};
+use crusades_reference::model::detached_copy;
 use crusades_reference::window::{self, Trainer};
 
 use crate::accounting::Profile;
@@ -37,8 +38,13 @@ pub enum Program {
     Prepare,
     /// The native reference, replaying the prepared peer uploads.
     Reference,
-    /// A submission component.
-    Wasm { path: PathBuf },
+    /// A submission component, and optionally its precompiled form from the harness's
+    /// compile cache (made by `Sandbox::precompile` of the same engine configuration).
+    Wasm {
+        path: PathBuf,
+        #[serde(default)]
+        precompiled: Option<PathBuf>,
+    },
 }
 
 impl Program {
@@ -67,6 +73,10 @@ pub struct Job {
     /// outputs) before it kills the worker.
     #[serde(default = "default_grace")]
     pub grace_s: f64,
+    /// Reference only: also write θ at the start of every window after the first
+    /// (`thetas/w{w}.safetensors`), for the verification gates.
+    #[serde(default)]
+    pub snapshots: bool,
 }
 
 pub const DEFAULT_GRACE_S: f64 = 120.0;
@@ -137,6 +147,11 @@ impl Report {
 
 pub const REPORT_FILE: &str = "report.json";
 pub const WEIGHTS_FILE: &str = "weights.safetensors";
+
+/// θ at the start of window `window` in a reference run with snapshots.
+pub fn theta_path(out: &Path, window: usize) -> PathBuf {
+    out.join("thetas").join(format!("w{window}.safetensors"))
+}
 
 pub fn upload_path(out: &Path, window: usize) -> PathBuf {
     out.join("uploads").join(format!("w{window}.safetensors"))
@@ -215,8 +230,10 @@ fn execute(job: &Job, out: &Path, report: &mut Report) -> Result<(), Failure> {
     let corpus = load_corpus(job)?;
     let outputs = match &job.program {
         Program::Prepare => prepare(job, &corpus, device, report)?,
-        Program::Reference => reference(job, &corpus, device, report)?,
-        Program::Wasm { path } => wasm(job, path, &corpus, device, report)?,
+        Program::Reference => reference(job, out, &corpus, device, report)?,
+        Program::Wasm { path, precompiled } => {
+            wasm(job, path, precompiled.as_deref(), &corpus, device, report)?
+        }
     };
     write_outputs(job, out, &outputs)?;
     report.losses = outputs.losses;
@@ -280,6 +297,7 @@ fn named_weights(names: &[String], tensors: &[Tensor]) -> Vec<(String, Tensor)> 
 
 fn reference(
     job: &Job,
+    out: &Path,
     corpus: &Corpus,
     device: Device,
     report: &mut Report,
@@ -292,7 +310,18 @@ fn reference(
     report.timing.setup_s = start.elapsed().as_secs_f64();
     let start = Instant::now();
     let mut windows = Vec::with_capacity(session.batches.len());
+    let mut snapshots = Vec::new();
     for (w, ((x, y), peers)) in session.batches.iter().zip(&session.peers).enumerate() {
+        if job.snapshots && w > 0 {
+            let theta = trainer
+                .params
+                .tensors
+                .iter()
+                .map(detached_copy)
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(internal("copying θ"))?;
+            snapshots.push((w, theta));
+        }
         let page = session.pages[w];
         windows.push(
             trainer
@@ -303,6 +332,10 @@ fn reference(
     synchronize(device);
     report.timing.run_s = start.elapsed().as_secs_f64();
     report.window_tokens = vec![job.config.tokens_per_window() as u64; windows.len()];
+    for (w, theta) in snapshots {
+        write_weights(&theta_path(out, w), &session.names, &theta, &job.config)
+            .map_err(internal("writing a θ snapshot"))?;
+    }
     Ok(Outputs {
         losses: windows.iter().map(|w| w.loss).collect(),
         uploads: windows.into_iter().map(|w| w.upload).collect(),
@@ -313,6 +346,7 @@ fn reference(
 fn wasm(
     job: &Job,
     path: &Path,
+    precompiled: Option<&Path>,
     corpus: &Corpus,
     device: Device,
     report: &mut Report,
@@ -324,7 +358,10 @@ fn wasm(
         )
     })?;
     let sandbox = Sandbox::new()?;
-    let compiled = sandbox.compile(&bytes);
+    let compiled = match precompiled {
+        Some(artifact) => sandbox.load_precompiled(&bytes, artifact),
+        None => sandbox.compile(&bytes),
+    };
     report.sha256 = Some(crate::runner::sha256_hex(&bytes));
     let compiled = compiled?;
     report.timing.compile_s = compiled.compile_s;
@@ -379,14 +416,34 @@ fn write_outputs(job: &Job, out: &Path, outputs: &Outputs) -> Result<(), Failure
         io::write_upload(&upload_path(out, w), upload, None, &compressor, &meta)
             .map_err(internal("writing an upload"))?;
     }
-    let weights = outputs
+    let (names, tensors): (Vec<String>, Vec<Tensor>) = outputs
         .weights
         .iter()
+        .map(|(n, t)| (n.clone(), t.shallow_clone()))
+        .unzip();
+    write_weights(&out.join(WEIGHTS_FILE), &names, &tensors, &job.config)
+        .map_err(internal("writing the weights"))
+}
+
+fn write_weights(
+    path: &Path,
+    names: &[String],
+    tensors: &[Tensor],
+    config: &WorkloadConfig,
+) -> crusades_reference::Result<()> {
+    let weights = names
+        .iter()
+        .zip(tensors)
         .map(|(n, t)| HostTensor::from_tensor(t).map(|h| (n.clone(), h)))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(internal("reading the weights"))?;
-    let meta = BTreeMap::from([("workload".to_string(), job.config.workload_hash())]);
-    io::write(&out.join(WEIGHTS_FILE), &weights, &meta).map_err(internal("writing the weights"))
+        .collect::<Result<Vec<_>, _>>()?;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| crusades_reference::Error::Io {
+            path: dir.to_path_buf(),
+            source: e,
+        })?;
+    }
+    let meta = BTreeMap::from([("workload".to_string(), config.workload_hash())]);
+    io::write(path, &weights, &meta)
 }
 
 /// A finished worker, from the parent's side.

@@ -33,6 +33,7 @@ fn job(dir: &Path) -> Job {
         },
         threads: None,
         grace_s: 0.5,
+        snapshots: false,
     }
 }
 

@@ -112,6 +112,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
     let job = Job {
         program: Program::Wasm {
             path: component.canonicalize()?,
+            precompiled: None,
         },
         config: config.clone(),
         corpus_file: args
@@ -126,6 +127,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         limits,
         threads: args.threads,
         grace_s: worker::DEFAULT_GRACE_S,
+        snapshots: false,
     };
     let spinner = report::spinner(&format!("running {} in the sandbox", component.display()));
     let result = worker::spawn(&exe, &job, &out);

@@ -141,6 +141,7 @@ pub fn prepare(
         limits: Limits::default(),
         threads,
         grace_s: worker::DEFAULT_GRACE_S,
+        snapshots: false,
     };
     let spinner = report::spinner(&format!(
         "preparing the workload {} (a reference run makes the peers' uploads; cached afterwards)",
