@@ -134,9 +134,12 @@ impl Worst {
     }
 
     fn gate(self, code: GateCode, measure: &str, comparison: Comparison, threshold: f64) -> Gate {
+        // Nothing worse than the threshold was seen (or nothing at all): report the threshold's
+        // own value for an equality, and the best possible value otherwise.
         let value = self.value.unwrap_or(match comparison {
+            Comparison::Equal => threshold,
             Comparison::AtLeast => f64::INFINITY,
-            _ => 0.0,
+            Comparison::AtMost => 0.0,
         });
         Gate {
             code,

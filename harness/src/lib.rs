@@ -6,9 +6,11 @@
 
 pub mod commands;
 pub mod flops;
+pub mod gates;
 pub mod hardware;
 pub mod peak;
 pub mod report;
+pub mod verify;
 
 /// A problem with what the user asked for or handed in (exit code 2), as opposed to a failure
 /// of the harness itself (exit code 1).

@@ -16,6 +16,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The full evaluation a validator runs: timed runs, MFU, verification gates, one record.
+    Bench(commands::bench::BenchArgs),
     /// Run the trusted reference: Templar's DeMo windows on a LLaMA-style model.
     Reference(commands::reference::ReferenceArgs),
     /// Compress every tensor of a safetensors file as one upload (DCT, top-k, quantisation).
@@ -74,6 +76,10 @@ fn main() -> ExitCode {
         Command::Build(args) => commands::build::run(args),
         Command::Ops { json } => commands::ops::run(json),
         Command::Flops(args) => commands::flops::run(args),
+        Command::Bench(args) => match commands::bench::run(args) {
+            Ok(code) => return ExitCode::from(code),
+            Err(e) => Err(e),
+        },
         Command::Run(args) => match commands::run::run(args) {
             Ok(code) => return ExitCode::from(code),
             Err(e) => Err(e),

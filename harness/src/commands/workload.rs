@@ -98,6 +98,22 @@ pub fn cache_dir(flag: Option<&Path>) -> PathBuf {
     base.join("crusades")
 }
 
+/// Whether [`prepare`] would find `config`'s workload for `device` in the cache.
+pub fn is_prepared(cache: &Path, config: &WorkloadConfig, device: &str) -> bool {
+    prepared_dir(cache, config, device).join(COMPLETE).is_file()
+}
+
+fn prepared_dir(cache: &Path, config: &WorkloadConfig, device: &str) -> PathBuf {
+    let kind = if device.starts_with("cuda") {
+        "cuda"
+    } else {
+        "cpu"
+    };
+    cache
+        .join("workloads")
+        .join(format!("{}-{kind}", &config.workload_hash()[..16]))
+}
+
 /// Marks a prepared workload directory as complete; written last.
 const COMPLETE: &str = "complete";
 
@@ -119,9 +135,7 @@ pub fn prepare(
         "cpu"
     };
     let hash = config.workload_hash();
-    let dir = cache
-        .join("workloads")
-        .join(format!("{}-{kind}", &hash[..16]));
+    let dir = prepared_dir(cache, config, device);
     if dir.join(COMPLETE).is_file() {
         return Ok(dir);
     }
