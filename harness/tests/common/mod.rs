@@ -1,0 +1,78 @@
+//! Builds the corrupted variants of the baseline (tests/guests) and the baseline itself
+//! (submissions/baseline) for wasm32-unknown-unknown, once per test binary, and encodes each as
+//! a component written to a file: the harness CLI takes a component's path.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Mutex, OnceLock};
+
+use crusades_sandbox::runner::encode_component;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn cargo_build(workspace: &Path) {
+    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--quiet",
+            "--release",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--manifest-path",
+        ])
+        .arg(workspace.join("Cargo.toml"))
+        .status()
+        .expect("cargo runs");
+    assert!(
+        status.success(),
+        "building the guests in {} failed",
+        workspace.display()
+    );
+}
+
+/// Encodes the module of `crate_name` (built in `workspace`) and writes the component next to
+/// it, as `crusades build` does (`<crate>.component.wasm`), once per process. The write goes
+/// through a rename, so a concurrent test binary never reads half a file.
+fn component(workspace: &Path, crate_name: &str) -> PathBuf {
+    static WRITTEN: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+    let module = workspace
+        .join("target/wasm32-unknown-unknown/release")
+        .join(format!("{}.wasm", crate_name.replace('-', "_")));
+    let path = module.with_extension("component.wasm");
+    let mut written = WRITTEN.lock().unwrap_or_else(|e| e.into_inner());
+    if written.contains(&path) {
+        return path;
+    }
+    let bytes = std::fs::read(&module).unwrap_or_else(|e| panic!("{}: {e}", module.display()));
+    let encoded = encode_component(&bytes).unwrap_or_else(|e| panic!("encoding {crate_name}: {e}"));
+    let partial = module.with_extension(format!("component.wasm.{}", std::process::id()));
+    std::fs::write(&partial, encoded).unwrap_or_else(|e| panic!("{}: {e}", partial.display()));
+    std::fs::rename(&partial, &path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    written.push(path.clone());
+    path
+}
+
+/// The component of corrupted variant `name` (tests/guests/NAME, crate `corrupt-NAME`):
+/// `skip-window`, `no-error-feedback`, `wrong-topk`, `zero-upload`, `nan-weights` or
+/// `half-tokens`.
+pub fn corrupted(name: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let ws = root().join("harness/tests/guests");
+    BUILT.get_or_init(|| cargo_build(&ws));
+    component(&ws, &format!("corrupt-{name}"))
+}
+
+/// The baseline submission's component.
+pub fn baseline_component() -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let ws = root().join("submissions");
+    BUILT.get_or_init(|| cargo_build(&ws));
+    component(&ws, "crusades-baseline")
+}
