@@ -1,8 +1,16 @@
-//! The `crusades` binary's library: its commands and their reports.
+//! The `crusades` binary's library: its commands and what they are built from.
 //!
-//! For now it drives the reference workload (`reference`, `compress`, `aggregate`,
-//! `compress-bench`). Bench orchestration, timing, telemetry, the FLOP model, the gates, the
-//! validator daemon and the chain client arrive with their issues (../shared/DESIGN.md).
+//! - `commands`: one module per subcommand (`bench`, `run`, `build`, `ops`, `flops`,
+//!   `reference`, `compress`, …) and the workload flags and caches they share;
+//! - `flops`: the FLOP model (model FLOPs per token, MFU and HFU arithmetic);
+//! - `peak`: the MFU denominator (GPU datasheet table, CPU GEMM calibration, override);
+//! - `hardware`: what the record says about the machine;
+//! - `verify`: a run's outputs measured against the reference's;
+//! - `gates`: the thresholds, and the verdict they give;
+//! - `report`: human formatting, progress bars and statistics.
+//!
+//! Telemetry (NVML during the runs), the validator daemon and the chain client arrive with
+//! their issues (../shared/DESIGN.md).
 
 pub mod commands;
 pub mod flops;

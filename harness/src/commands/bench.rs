@@ -150,6 +150,23 @@ pub fn run(args: BenchArgs) -> anyhow::Result<u8> {
         },
     };
 
+    // The peak, and the machine it is for. First, while this process has done no heavy work of
+    // its own: a CPU calibration right after preparing the workload would measure a loaded
+    // machine (and the calibration declines to cache a measurement taken on a busy one).
+    let hw = hardware::detect(device);
+    record.hardware = hardware_info(&hw);
+    let spinner =
+        report::spinner("finding the peak FLOP/s (a CPU is calibrated once, then cached)");
+    let peak = peak::resolve(device, &hw, args.peak_tflops, &cache, args.recalibrate);
+    spinner.finish_and_clear();
+    let peak = peak?;
+    record.peak = record::Peak {
+        flops_per_s: peak.flops_per_s,
+        source: peak.source.as_str().into(),
+        dtype: peak.dtype.clone(),
+        detail: peak.detail.clone(),
+    };
+
     // 1. Compile, cached by hash. A submission that fails a load-time check is rejected here.
     let precompiled = match compile_cached(&cache, &sha256, &bytes) {
         Ok((path, cached)) => {
@@ -201,21 +218,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<u8> {
     };
     let (reference_dir, reference_report, cached) = reference_outputs(&exe, &cache, &job, kind)?;
     record.evaluation.reference_cached = cached;
-
-    // The peak, and the machine it is for.
-    let hw = hardware::detect(device);
-    record.hardware = hardware_info(&hw);
-    let spinner =
-        report::spinner("finding the peak FLOP/s (a CPU is calibrated once, then cached)");
-    let peak = peak::resolve(device, &hw, args.peak_tflops, &cache, args.recalibrate);
-    spinner.finish_and_clear();
-    let peak = peak?;
-    record.peak = record::Peak {
-        flops_per_s: peak.flops_per_s,
-        source: peak.source.as_str().into(),
-        dtype: peak.dtype.clone(),
-        detail: peak.detail.clone(),
-    };
 
     // 4. One warm-up, then the timed runs: each in a fresh worker.
     let (outputs, _temp) = match &args.keep {
