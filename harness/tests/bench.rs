@@ -252,3 +252,36 @@ fn bad_flags_are_input_errors() {
         );
     }
 }
+
+#[test]
+fn the_fast_example_passes_every_gate_on_tiny() {
+    let cache = cache();
+    let fast = common::fast_component();
+    let o = crusades(
+        &[
+            "bench",
+            fast.to_str().unwrap(),
+            "--preset",
+            "tiny",
+            "--runs",
+            "1",
+            "--warmup",
+            "0",
+            "--peak-tflops",
+            "1",
+            "--json",
+        ],
+        cache,
+    );
+    let r = record(&o);
+    assert_eq!(r["verdict"], "accepted", "{:#}", r["gates"]);
+    assert_eq!(o.status.code(), Some(0));
+    // bf16 compute: close to the reference, not equal to it.
+    let loss = r["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|g| g["code"] == "loss-mismatch")
+        .unwrap();
+    assert!(loss["value"].as_f64().unwrap() > 0.0, "{loss}");
+}

@@ -76,3 +76,11 @@ pub fn baseline_component() -> PathBuf {
     BUILT.get_or_init(|| cargo_build(&ws));
     component(&ws, "crusades-baseline")
 }
+
+/// The optimized example submission's component (submissions/fast).
+pub fn fast_component() -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    let ws = root().join("submissions");
+    BUILT.get_or_init(|| cargo_build(&ws));
+    component(&ws, "crusades-fast")
+}
