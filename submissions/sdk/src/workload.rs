@@ -106,6 +106,10 @@ pub fn peer_uploads(window: u32) -> Result<Vec<Vec<Upload>>> {
 
 /// Closes the open window with its loss (a one-element tensor) and this miner's upload, one
 /// entry per parameter in parameter order. The host copies them.
+///
+/// The host also counts the window's label tokens whose loss went through the `cross_entropy`
+/// op with an autograd graph (micro-batches add up); `crusades bench` requires exactly the
+/// window's seqs × T (gate `token-count`). Compute the loss with `cross_entropy`.
 pub fn submit<'a>(
     window: u32,
     loss: &Tensor,
