@@ -437,7 +437,8 @@ mod tests {
 
     #[test]
     fn each_corruption_fails_its_own_gate() {
-        let cases: Vec<(GateCode, Box<dyn Fn(&mut Measurements)>, (f64, f64))> = vec![
+        type Corruption = Box<dyn Fn(&mut Measurements)>;
+        let cases: Vec<(GateCode, Corruption, (f64, f64))> = vec![
             (
                 GateCode::NanInf,
                 Box::new(|m| m.nonfinite.push("x".into())),

@@ -221,9 +221,8 @@ impl Verifier {
                 templar
             }
         };
-        for w in 0..windows {
-            self.known_after
-                .insert((w, upload_digest(dir, w)?), templar[w].1);
+        for (w, (_, after)) in templar.iter().enumerate() {
+            self.known_after.insert((w, upload_digest(dir, w)?), *after);
         }
         let changed_fraction = changed_fraction(&weights, &self.theta0)?;
         Ok(Reference {
@@ -316,7 +315,7 @@ impl Verifier {
             num += diff;
             den += update;
             let ratio = relative(diff, update);
-            if !(ratio <= worst.0) {
+            if ratio.is_nan() || ratio > worst.0 {
                 worst = (ratio, name.clone());
             }
         }
@@ -375,7 +374,7 @@ impl Verifier {
             num += diff;
             den += norm;
             let ratio = relative(diff, norm);
-            if !(ratio <= worst.0) {
+            if ratio.is_nan() || ratio > worst.0 {
                 worst = (ratio, name.clone());
             }
         }

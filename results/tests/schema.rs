@@ -184,7 +184,8 @@ fn records_validate_and_round_trip() {
 fn broken_records_do_not_validate() {
     let v = validator();
     let good = serde_json::to_value(sample(0.25, Verdict::Accepted)).unwrap();
-    let breakages: Vec<(&str, Box<dyn Fn(&mut serde_json::Value)>)> = vec![
+    type Breakage = Box<dyn Fn(&mut serde_json::Value)>;
+    let breakages: Vec<(&str, Breakage)> = vec![
         (
             "unknown verdict",
             Box::new(|r| r["verdict"] = "maybe".into()),

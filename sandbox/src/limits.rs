@@ -117,7 +117,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
         return v.checked_mul(1 << shift);
     }
     let v: f64 = digits.parse().ok()?;
-    (v.is_finite() && v >= 0.0 && v < 1.8e19).then(|| (v * (1u64 << shift) as f64) as u64)
+    (v.is_finite() && (0.0..1.8e19).contains(&v)).then(|| (v * (1u64 << shift) as f64) as u64)
 }
 
 #[cfg(test)]

@@ -516,7 +516,7 @@ pub fn spawn(exe: &Path, job: &Job, out: &Path) -> Result<WorkerResult, Failure>
     }
     let tail = log_tail(&log_path);
     Err(match status.signal() {
-        Some(libc_sigkill) if libc_sigkill == 9 => Failure::new(
+        Some(9) => Failure::new(
             FailureCode::WorkerKilled,
             format!("the worker was killed (SIGKILL), most likely by the kernel's out-of-memory killer; lower tensor_bytes or use a smaller preset{tail}"),
         ),

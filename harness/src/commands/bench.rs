@@ -175,7 +175,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<u8> {
         }
         Err(f) if f.code.is_submission_fault() => {
             record.failure = Some(record::RunFailure {
-                code: f.code.as_str().into(),
+                code: f.code.as_str().to_string(),
                 message: f.message.clone(),
                 run: "compile".into(),
             });
@@ -265,7 +265,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<u8> {
             }
             bar.finish_and_clear();
             record.failure = Some(record::RunFailure {
-                code: f.code.as_str().into(),
+                code: f.code.as_str().to_string(),
                 message: f.message.clone(),
                 run: label,
             });
