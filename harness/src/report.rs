@@ -44,6 +44,44 @@ pub fn percent(fraction: f64) -> String {
     format!("{:.1}%", fraction * 100.0)
 }
 
+/// One row of a per-op profile table.
+pub struct OpLine<'a> {
+    pub op: &'a str,
+    pub calls: u64,
+    pub seconds: f64,
+    pub flops: f64,
+}
+
+/// The per-op table (op, calls, time, time %, FLOPs, FLOP/s) of the first `top` rows, and a
+/// line that says how many were left out.
+pub fn print_op_table<'a>(
+    title: &str,
+    ops: impl ExactSizeIterator<Item = OpLine<'a>>,
+    total_seconds: f64,
+    top: usize,
+) {
+    println!(
+        "\n{:<30} {:>9} {:>10} {:>7} {:>12} {:>11}",
+        title, "calls", "time", "time %", "FLOPs", "FLOP/s"
+    );
+    let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
+    let len = ops.len();
+    for o in ops.take(top) {
+        println!(
+            "{:<30} {:>9} {:>10} {:>7} {:>12} {:>11}",
+            o.op,
+            count(o.calls as f64),
+            duration(o.seconds),
+            percent(ratio(o.seconds, total_seconds)),
+            si(o.flops),
+            si(ratio(o.flops, o.seconds))
+        );
+    }
+    if len > top {
+        println!("… {} more ops (--top N, or --json)", len - top);
+    }
+}
+
 /// A progress bar on stderr for `len` steps; indicatif hides it when stderr is not a terminal.
 pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
     let bar = indicatif::ProgressBar::new(len);

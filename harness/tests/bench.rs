@@ -34,6 +34,27 @@ fn record(o: &Output) -> serde_json::Value {
     v
 }
 
+/// One timed run on tiny, no warm-up, a fixed peak (the gates do not depend on it): enough to
+/// judge a submission, and quick.
+fn quick_bench(component: &Path, cache: &Path) -> Output {
+    crusades(
+        &[
+            "bench",
+            component.to_str().unwrap(),
+            "--preset",
+            "tiny",
+            "--runs",
+            "1",
+            "--warmup",
+            "0",
+            "--peak-tflops",
+            "1",
+            "--json",
+        ],
+        cache,
+    )
+}
+
 /// A cache shared by the tests of this binary, warmed once (workload, reference outputs), so
 /// that concurrent tests only read it.
 fn cache() -> &'static Path {
@@ -42,22 +63,7 @@ fn cache() -> &'static Path {
         .get_or_init(|| {
             let dir = tempfile::tempdir().unwrap();
             let baseline = common::baseline_component();
-            let o = crusades(
-                &[
-                    "bench",
-                    baseline.to_str().unwrap(),
-                    "--preset",
-                    "tiny",
-                    "--runs",
-                    "1",
-                    "--warmup",
-                    "0",
-                    "--peak-tflops",
-                    "1",
-                    "--json",
-                ],
-                dir.path(),
-            );
+            let o = quick_bench(&baseline, dir.path());
             assert_eq!(
                 o.status.code(),
                 Some(0),
@@ -164,22 +170,7 @@ fn each_corrupted_variant_is_rejected_with_its_gate_code() {
         ("nan-weights", "nan-inf"),
     ] {
         let component = common::corrupted(variant);
-        let o = crusades(
-            &[
-                "bench",
-                component.to_str().unwrap(),
-                "--preset",
-                "tiny",
-                "--runs",
-                "1",
-                "--warmup",
-                "0",
-                "--peak-tflops",
-                "1",
-                "--json",
-            ],
-            cache,
-        );
+        let o = quick_bench(&component, cache);
         assert_eq!(
             o.status.code(),
             Some(3),
@@ -257,22 +248,7 @@ fn bad_flags_are_input_errors() {
 fn the_fast_example_passes_every_gate_on_tiny() {
     let cache = cache();
     let fast = common::fast_component();
-    let o = crusades(
-        &[
-            "bench",
-            fast.to_str().unwrap(),
-            "--preset",
-            "tiny",
-            "--runs",
-            "1",
-            "--warmup",
-            "0",
-            "--peak-tflops",
-            "1",
-            "--json",
-        ],
-        cache,
-    );
+    let o = quick_bench(&fast, cache);
     let r = record(&o);
     assert_eq!(r["verdict"], "accepted", "{:#}", r["gates"]);
     assert_eq!(o.status.code(), Some(0));

@@ -102,7 +102,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<u8> {
     let sha256 = sha256_hex(&bytes);
     let exe = std::env::current_exe()?;
     let cache = workload::cache_dir(args.cache.as_deref());
-    let kind = device_kind(&args.device);
+    let kind = workload::device_kind(&args.device);
 
     let mut record = Record {
         schema: record::SCHEMA.into(),
@@ -244,25 +244,16 @@ pub fn run(args: BenchArgs) -> anyhow::Result<u8> {
             (format!("run {n}"), outputs.join(format!("run-{n}")))
         };
         bar.set_message(format!("{label} of {}", component.display()));
-        let result = worker::spawn(&exe, &job, &dir);
+        let result = workload::run_worker(&exe, &job, &dir);
         bar.inc(1);
         let (report, wall_s) = match result {
-            Ok(r) => (r.report, r.wall_s),
-            Err(f) if f.code.is_submission_fault() => {
-                let mut report = Report::for_job(&job);
-                report.failure = Some(f);
-                (report, f64::NAN)
-            }
-            Err(f) => {
+            Ok(r) => r,
+            Err(e) => {
                 bar.finish_and_clear();
-                return Err(workload::failure_error(f));
+                return Err(e.context(label));
             }
         };
         if let Some(f) = &report.failure {
-            if !f.code.is_submission_fault() {
-                bar.finish_and_clear();
-                return Err(workload::failure_error(f.clone()).context(label));
-            }
             bar.finish_and_clear();
             record.failure = Some(record::RunFailure {
                 code: f.code.as_str().to_string(),
@@ -270,13 +261,6 @@ pub fn run(args: BenchArgs) -> anyhow::Result<u8> {
                 run: label,
             });
             return finish(record, started, &args);
-        }
-        if report.timing.run_s > wall_s {
-            bar.finish_and_clear();
-            anyhow::bail!(
-                "{label}: the worker's clock ({:.3} s) exceeds the parent's wall clock around the whole worker ({wall_s:.3} s); the timing cannot be trusted",
-                report.timing.run_s
-            );
         }
         let run = run_record(&report, wall_s, &model, &config, peak.flops_per_s);
         if i < args.warmup {
@@ -354,14 +338,6 @@ fn finish(mut record: Record, started: Instant, args: &BenchArgs) -> anyhow::Res
         Verdict::Accepted => 0,
         Verdict::Rejected => REJECTED,
     })
-}
-
-fn device_kind(device: &str) -> &'static str {
-    if device.starts_with("cuda") {
-        "cuda"
-    } else {
-        "cpu"
-    }
 }
 
 /// The precompiled component in the cache (made now if missing). Its key holds the engine's
@@ -727,34 +703,13 @@ fn print_human(r: &Record, top: usize, out: Option<&Path>) {
     }
 
     if let Some(p) = &r.profile {
-        println!(
-            "\n{:<30} {:>9} {:>10} {:>7} {:>12} {:>11}",
-            "op (median run)", "calls", "time", "time %", "FLOPs", "FLOP/s"
-        );
-        for o in p.ops.iter().take(top) {
-            let share = if p.total_seconds > 0.0 {
-                o.seconds / p.total_seconds
-            } else {
-                0.0
-            };
-            let rate = if o.seconds > 0.0 {
-                o.flops / o.seconds
-            } else {
-                0.0
-            };
-            println!(
-                "{:<30} {:>9} {:>10} {:>7} {:>12} {:>11}",
-                o.op,
-                report::count(o.calls as f64),
-                report::duration(o.seconds),
-                report::percent(share),
-                report::si(o.flops),
-                report::si(rate)
-            );
-        }
-        if p.ops.len() > top {
-            println!("… {} more ops (--top N, or --json)", p.ops.len() - top);
-        }
+        let lines = p.ops.iter().map(|o| report::OpLine {
+            op: &o.op,
+            calls: o.calls,
+            seconds: o.seconds,
+            flops: o.flops,
+        });
+        report::print_op_table("op (median run)", lines, p.total_seconds, top);
     }
     let e = &r.evaluation;
     println!(

@@ -130,28 +130,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
         snapshots: false,
     };
     let spinner = report::spinner(&format!("running {} in the sandbox", component.display()));
-    let result = worker::spawn(&exe, &job, &out);
+    let result = workload::run_worker(&exe, &job, &out);
     spinner.finish_and_clear();
-    let (report, wall_s) = match result {
-        Ok(r) => (r.report, r.wall_s),
-        Err(f) if f.code.is_submission_fault() => {
-            let mut report = Report::for_job(&job);
-            report.failure = Some(f);
-            (report, f64::NAN)
-        }
-        Err(f) => return Err(workload::failure_error(f)),
-    };
-    if let Some(f) = &report.failure {
-        if !f.code.is_submission_fault() {
-            return Err(workload::failure_error(f.clone()));
-        }
-    }
-    if report.failure.is_none() && report.timing.run_s > wall_s {
-        anyhow::bail!(
-            "the worker's clock ({:.3} s) exceeds the parent's wall clock around the whole worker ({wall_s:.3} s); the timing cannot be trusted",
-            report.timing.run_s
-        );
-    }
+    let (report, wall_s) = result?;
     let ok = report.failure.is_none();
     let vs_reference = if ok && args.vs_reference {
         Some(compare_with_reference(&exe, &job, &out, &report)?)
@@ -269,34 +250,13 @@ fn print_profile(p: &Profile, top: usize) {
             report::duration(w.max_s)
         );
     }
-    println!(
-        "\n{:<30} {:>9} {:>10} {:>7} {:>12} {:>11}",
-        "op", "calls", "time", "time %", "FLOPs", "FLOP/s"
-    );
-    for o in p.ops.iter().take(top) {
-        let share = if p.total_seconds > 0.0 {
-            o.seconds / p.total_seconds
-        } else {
-            0.0
-        };
-        let rate = if o.seconds > 0.0 {
-            o.flops / o.seconds
-        } else {
-            0.0
-        };
-        println!(
-            "{:<30} {:>9} {:>10} {:>7} {:>12} {:>11}",
-            o.op,
-            report::count(o.calls as f64),
-            report::duration(o.seconds),
-            report::percent(share),
-            report::si(o.flops),
-            report::si(rate)
-        );
-    }
-    if p.ops.len() > top {
-        println!("… {} more ops (--top N, or --json)", p.ops.len() - top);
-    }
+    let lines = p.ops.iter().map(|o| report::OpLine {
+        op: &o.op,
+        calls: o.calls,
+        seconds: o.seconds,
+        flops: o.flops,
+    });
+    report::print_op_table("op", lines, p.total_seconds, top);
     println!(
         "{:<30} {:>9} {:>10} {:>7} {:>12}",
         "total",

@@ -7,7 +7,7 @@ use clap::Args;
 
 use crusades_reference::config::WorkloadConfig;
 use crusades_reference::corpus::{Corpus, TokenDtype};
-use crusades_sandbox::worker::{self, Job, Program};
+use crusades_sandbox::worker::{self, Job, Program, Report};
 use crusades_sandbox::{Failure, Limits};
 
 use crate::report;
@@ -103,15 +103,49 @@ pub fn is_prepared(cache: &Path, config: &WorkloadConfig, device: &str) -> bool 
     prepared_dir(cache, config, device).join(COMPLETE).is_file()
 }
 
-fn prepared_dir(cache: &Path, config: &WorkloadConfig, device: &str) -> PathBuf {
-    let kind = if device.starts_with("cuda") {
+/// `cuda` or `cpu`: what the device's arithmetic is, which cached outputs depend on.
+pub fn device_kind(device: &str) -> &'static str {
+    if device.starts_with("cuda") {
         "cuda"
     } else {
         "cpu"
+    }
+}
+
+fn prepared_dir(cache: &Path, config: &WorkloadConfig, device: &str) -> PathBuf {
+    cache.join("workloads").join(format!(
+        "{}-{}",
+        &config.workload_hash()[..16],
+        device_kind(device)
+    ))
+}
+
+/// Runs `job` in a worker and returns its report and the parent's wall clock around it. A
+/// failure that is the submission's comes back inside the report (wall NaN when the worker
+/// left none); a failure of the harness or the machine is an error, and so is a worker clock
+/// that exceeds the parent's (the timing cannot be trusted).
+pub fn run_worker(exe: &Path, job: &Job, out: &Path) -> anyhow::Result<(Report, f64)> {
+    let (report, wall_s) = match worker::spawn(exe, job, out) {
+        Ok(r) => (r.report, r.wall_s),
+        Err(f) if f.code.is_submission_fault() => {
+            let mut report = Report::for_job(job);
+            report.failure = Some(f);
+            (report, f64::NAN)
+        }
+        Err(f) => return Err(failure_error(f)),
     };
-    cache
-        .join("workloads")
-        .join(format!("{}-{kind}", &config.workload_hash()[..16]))
+    if let Some(f) = &report.failure {
+        if !f.code.is_submission_fault() {
+            return Err(failure_error(f.clone()));
+        }
+    }
+    if report.failure.is_none() && report.timing.run_s > wall_s {
+        anyhow::bail!(
+            "the worker's clock ({:.3} s) exceeds the parent's wall clock around the whole worker ({wall_s:.3} s); the timing cannot be trusted",
+            report.timing.run_s
+        );
+    }
+    Ok((report, wall_s))
 }
 
 /// Marks a prepared workload directory as complete; written last.
@@ -129,11 +163,7 @@ pub fn prepare(
     threads: Option<usize>,
     chatty: bool,
 ) -> anyhow::Result<PathBuf> {
-    let kind = if device.starts_with("cuda") {
-        "cuda"
-    } else {
-        "cpu"
-    };
+    let kind = device_kind(device);
     let hash = config.workload_hash();
     let dir = prepared_dir(cache, config, device);
     if dir.join(COMPLETE).is_file() {
