@@ -36,6 +36,11 @@ pub struct Thresholds {
     pub hfu_over_mfu: f64,
     /// Largest plausible MFU.
     pub mfu_cap: f64,
+    /// Largest (model FLOP/s claimed) / (the most the GPU's pipes could have done, from NVML
+    /// GPM tensor activity). GPUs without GPM are not judged.
+    pub tensor_activity: f64,
+    /// Largest |wall − CUDA-event time| / wall of the timed region. CPU runs are not judged.
+    pub timer_divergence: f64,
 }
 
 impl Default for Thresholds {
@@ -72,6 +77,14 @@ impl Default for Thresholds {
             // GPU in the peak table (A100 SXM, 86.9 % of spec, is the highest), so an honest
             // run stays below it.
             mfu_cap: 0.85,
+            // The bound is already generous (every pipe at its peak rate whenever NVML saw it
+            // active, plus every non-tensor pipe at full rate all the time), so any excess is
+            // impossible work. Not yet calibrated on hardware: the H100 run that will measure
+            // a known bf16 GEMM's activity is in ci/GPU.md.
+            tensor_activity: 1.0,
+            // Crusades' timer_divergence_threshold. Both clocks bracket the same synchronised
+            // region; they differ by a synchronise and an event record (tens of µs).
+            timer_divergence: 0.005,
         }
     }
 }
@@ -170,12 +183,19 @@ impl Worst {
     }
 }
 
-/// Every gate over the timed runs (`measured[i]` and `runs[i]` are run i + 1).
+/// Non-tensor FLOPs per clock per SM that the tensor-activity bound allows besides the tensor
+/// pipes: 128 FP32 lanes × 2 (FMA) × 2 (packed half precision), more than any architecture in
+/// the peak table has.
+pub const NON_TENSOR_FLOPS_PER_CLOCK_PER_SM: f64 = 512.0;
+
+/// Every gate over the timed runs (`measured[i]` and `runs[i]` are run i + 1). `sm_count` is
+/// the GPU's, for the tensor-activity bound (None on CPU).
 pub fn evaluate(
     measured: &[Measurements],
     runs: &[Run],
     reference: &Reference,
     tokens_per_window: u64,
+    sm_count: Option<u64>,
     t: &Thresholds,
 ) -> Vec<Gate> {
     let runs_of = || measured.iter().enumerate().map(|(i, m)| (i + 1, m));
@@ -372,7 +392,81 @@ pub fn evaluate(
         Comparison::AtMost,
         t.mfu_cap,
     ));
+    gates.push(tensor_activity_gate(runs, sm_count, t.tensor_activity));
+    gates.push(timer_gate(runs, t.timer_divergence));
     gates
+}
+
+/// Claimed model FLOP/s against the most the GPU could have executed: its tensor pipes at full
+/// rate for the share of time GPM saw them active, plus every other pipe at full rate always.
+fn tensor_activity_gate(runs: &[Run], sm_count: Option<u64>, threshold: f64) -> Gate {
+    let mut worst = Worst::new(true);
+    let mut judged = 0;
+    for (i, run) in runs.iter().enumerate() {
+        let Some(t) = run.telemetry.measured() else {
+            continue;
+        };
+        let (Some(tensor), Some(clock), Some(sms)) =
+            (t.tensor_bound_flops_per_s, t.sm_clock_mean_mhz, sm_count)
+        else {
+            continue;
+        };
+        let other = sms as f64 * clock * 1e6 * NON_TENSOR_FLOPS_PER_CLOCK_PER_SM;
+        let claimed = run.model_flops / run.wall_s;
+        judged += 1;
+        worst.see(claimed / (tensor + other), || {
+            format!(
+                "run {}: {:.1} TFLOP/s claimed; tensor pipes active {:.1} % at {clock:.0} MHz allow {:.1}, other pipes {:.1}",
+                i + 1,
+                claimed / 1e12,
+                100.0 * t.tensor_active.unwrap_or(0.0),
+                tensor / 1e12,
+                other / 1e12
+            )
+        });
+    }
+    let mut gate = worst.gate(
+        GateCode::TensorActivity,
+        "model FLOP/s / what the GPU's pipe activity allows (NVML GPM)",
+        Comparison::AtMost,
+        threshold,
+    );
+    if judged == 0 {
+        gate.detail = "not judged: no tensor-pipe activity was measured (a CPU run, or a GPU \
+                       without NVML GPM)"
+            .into();
+    }
+    gate
+}
+
+/// The host's wall clock against the CUDA events around the same region.
+fn timer_gate(runs: &[Run], threshold: f64) -> Gate {
+    let mut worst = Worst::new(true);
+    let mut judged = 0;
+    for (i, run) in runs.iter().enumerate() {
+        let Some(device_s) = run.device_s else {
+            continue;
+        };
+        judged += 1;
+        let divergence = (run.wall_s - device_s).abs() / run.wall_s;
+        worst.see(divergence, || {
+            format!(
+                "run {}: wall {:.6} s, CUDA events {device_s:.6} s",
+                i + 1,
+                run.wall_s
+            )
+        });
+    }
+    let mut gate = worst.gate(
+        GateCode::TimerDivergence,
+        "|wall − CUDA-event time| / wall of the timed region",
+        Comparison::AtMost,
+        threshold,
+    );
+    if judged == 0 {
+        gate.detail = "not judged: a CPU run has no device clock".into();
+    }
+    gate
 }
 
 /// The first failed gate, in precedence order.
@@ -425,7 +519,14 @@ mod tests {
     }
 
     fn verdict(m: Measurements, r: Run) -> Option<GateCode> {
-        let gates = evaluate(&[m], &[r], &reference(), 1024, &Thresholds::default());
+        let gates = evaluate(
+            &[m],
+            &[r],
+            &reference(),
+            1024,
+            Some(132),
+            &Thresholds::default(),
+        );
         assert_eq!(gates.len(), GateCode::ALL.len());
         first_failure(&gates).map(|g| g.code)
     }
@@ -508,6 +609,7 @@ mod tests {
             &[run(0.3, 0.4), run(0.3, 0.4)],
             &reference(),
             1024,
+            None,
             &Thresholds::default(),
         );
         let loss = gates
@@ -530,6 +632,84 @@ mod tests {
         assert_eq!(t.loss_abs, 0.25);
         assert!(t.set("loss=1").unwrap_err().contains("loss_abs"));
         assert!(t.set("loss_abs=x").is_err());
-        assert_eq!(t.as_map().len(), 9);
+        assert_eq!(t.as_map().len(), 11);
+        t.set("timer_divergence=0.01").unwrap();
+        assert_eq!(t.timer_divergence, 0.01);
+    }
+
+    /// A 1 s H100 run: `model_flops` claimed, GPM saw the tensor pipes `active` of the time at
+    /// 1980 MHz, and the CUDA events measured `device_s`.
+    fn gpu_run(model_flops: f64, active: f64, device_s: f64) -> Run {
+        let mut r = run(model_flops / 989e12, 1.0);
+        r.model_flops = model_flops;
+        r.hardware_flops = model_flops * 1.05;
+        r.device_s = Some(device_s);
+        let per_clock = 132.0 * 4096.0;
+        r.telemetry = serde_json::from_value(serde_json::json!({
+            "status": "measured", "gpu_uuid": "GPU-0", "samples": 10, "interval_s": 0.1,
+            "sm_clock_mean_mhz": 1980.0, "sm_clock_min_mhz": 1980.0, "mem_clock_mean_mhz": 2619.0,
+            "energy_j": 650.0, "energy_source": "energy-counter", "j_per_token": 0.3,
+            "power_mean_w": 650.0, "power_max_w": 700.0, "gpu_util_mean": 1.0,
+            "mem_util_mean": 0.5, "temperature_max_c": 60.0, "clock_event_reasons": 0,
+            "clock_event_reason_names": [], "throttled_share": 0.0, "idle_share": 0.0,
+            "violation_s": {}, "tensor_active": active,
+            "tensor_bound_flops_per_s": active * 1980e6 * per_clock, "warnings": []
+        }))
+        .unwrap();
+        r
+    }
+
+    fn gate_of(runs: &[Run], code: GateCode) -> Gate {
+        let m = vec![honest(); runs.len()];
+        let gates = evaluate(
+            &m,
+            runs,
+            &reference(),
+            1024,
+            Some(132),
+            &Thresholds::default(),
+        );
+        gates.into_iter().find(|g| g.code == code).unwrap()
+    }
+
+    #[test]
+    fn claimed_flops_beyond_the_tensor_pipes_activity_are_rejected() {
+        // 400 TFLOP/s with the pipes busy half the time: within 0.5 × 1070 + 134 TFLOP/s.
+        let honest_run = gpu_run(400e12, 0.5, 0.999);
+        let g = gate_of(std::slice::from_ref(&honest_run), GateCode::TensorActivity);
+        assert!(g.passed, "{g:?}");
+        assert!(g.value.unwrap() > 0.5 && g.value.unwrap() < 0.65, "{g:?}");
+        // The same claim with the pipes nearly idle cannot have happened.
+        let g = gate_of(
+            &[honest_run, gpu_run(400e12, 0.05, 0.999)],
+            GateCode::TensorActivity,
+        );
+        assert!(!g.passed, "{g:?}");
+        assert!(
+            g.detail.starts_with("run 2: 400.0 TFLOP/s claimed"),
+            "{}",
+            g.detail
+        );
+        assert_eq!(
+            verdict(honest(), gpu_run(400e12, 0.05, 0.999)),
+            Some(GateCode::TensorActivity)
+        );
+    }
+
+    #[test]
+    fn a_run_without_gpm_or_on_cpu_is_not_judged_by_the_device_gates() {
+        for code in [GateCode::TensorActivity, GateCode::TimerDivergence] {
+            let g = gate_of(&[run(0.3, 0.4)], code);
+            assert!(g.passed && g.detail.starts_with("not judged"), "{g:?}");
+        }
+    }
+
+    #[test]
+    fn the_event_clock_must_agree_with_the_wall_clock() {
+        let g = gate_of(&[gpu_run(300e12, 0.5, 0.9999)], GateCode::TimerDivergence);
+        assert!(g.passed && (g.value.unwrap() - 1e-4).abs() < 1e-9, "{g:?}");
+        let g = gate_of(&[gpu_run(300e12, 0.5, 0.9)], GateCode::TimerDivergence);
+        assert!(!g.passed, "{g:?}");
+        assert!(g.detail.contains("CUDA events 0.900000 s"), "{}", g.detail);
     }
 }

@@ -1,9 +1,15 @@
-//! What the benchmark ran on: the CPU, and for CUDA runs the GPU as NVML describes it.
+//! What the benchmark ran on: the CPU, and for CUDA runs the GPU as the CUDA driver and NVML
+//! describe it.
 //!
 //! A result is only comparable with another on the same hardware, and the GPU's name is what
 //! picks the peak FLOP/s ([`crate::peak`]), so this is recorded with every result. Detection
 //! never fails: what cannot be read is left out and, for the GPU, the reason is kept in
 //! [`Hardware::gpu_unavailable`] so that an error downstream can say why.
+//!
+//! The CUDA driver (cudarc) numbers devices exactly as libtorch does and gives the compute
+//! capability and SM count; NVML adds the driver version, clocks and power limit, and is what
+//! telemetry samples, found by the UUID the driver reported. Either source alone is enough to
+//! name the GPU.
 
 use serde::{Deserialize, Serialize};
 use tch::Device;
@@ -56,10 +62,46 @@ pub struct GpuInfo {
     /// GPU's peak, so the peak table does not apply.
     #[serde(default)]
     pub mig: bool,
+    /// (major, minor), from the CUDA driver.
+    #[serde(default)]
+    pub compute_capability: Option<(i32, i32)>,
+    /// The CUDA driver API version ("13.0").
+    #[serde(default)]
+    pub cuda_driver: Option<String>,
+    /// NVRTC's version, or why it cannot be loaded.
+    #[serde(default)]
+    pub nvrtc: Option<String>,
+    /// What one of the two sources could not say (the other one sufficed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
-/// Describes the machine for a run on `device`. For [`Device::Cpu`] NVML is not touched; for
-/// [`Device::Cuda`] a missing or failing NVML gives `gpu: None` with the reason, never a panic.
+impl GpuInfo {
+    /// A GPU known only by its name and UUID; the rest is filled in where a source knows it.
+    pub fn named(cuda_ordinal: usize, name: &str, uuid: &str) -> Self {
+        Self {
+            cuda_ordinal,
+            nvml_index: None,
+            name: name.into(),
+            uuid: uuid.into(),
+            driver_version: None,
+            memory_bytes: None,
+            max_sm_clock_mhz: None,
+            sm_clock_mhz: None,
+            power_limit_w: None,
+            sm_count: None,
+            mig: false,
+            compute_capability: None,
+            cuda_driver: None,
+            nvrtc: None,
+            notes: Vec::new(),
+        }
+    }
+}
+
+/// Describes the machine for a run on `device`. For [`Device::Cpu`] neither the CUDA driver nor
+/// NVML is touched; for [`Device::Cuda`] a GPU that neither can describe gives `gpu: None`
+/// with both reasons, never a panic.
 pub fn detect(device: Device) -> Hardware {
     let cpu = cpu_info();
     let (gpu, gpu_unavailable) = match device {
@@ -154,16 +196,63 @@ fn nvml_target(ordinal: usize, visible: Option<&str>) -> Result<NvmlTarget, Stri
     })
 }
 
-/// The GPU behind CUDA ordinal `ordinal`, or why NVML cannot describe it.
+/// The GPU behind CUDA ordinal `ordinal`, from the CUDA driver and NVML together, or why
+/// neither can describe it.
 fn gpu_info(ordinal: usize) -> Result<GpuInfo, String> {
+    use crusades_gpu::cuda;
+
+    let driver = cuda::device_properties(ordinal);
+    let nvml = match &driver {
+        // The driver's UUID is exact whatever CUDA_VISIBLE_DEVICES and CUDA_DEVICE_ORDER say.
+        Ok(props) => nvml_info(ordinal, Some(&props.uuid)),
+        Err(_) => nvml_info(ordinal, None),
+    };
+    let nvrtc = Some(cuda::nvrtc_version().unwrap_or_else(|e| format!("unavailable: {e}")));
+    match (driver, nvml) {
+        (Ok(props), nvml) => {
+            let mut notes = Vec::new();
+            let mut info = match nvml {
+                Ok(info) => info,
+                Err(why) => {
+                    notes.push(format!("NVML: {why}"));
+                    GpuInfo::named(ordinal, &props.name, &props.uuid)
+                }
+            };
+            // The driver's SM count is exact (NVML's is derived); its clock is the fallback.
+            info.sm_count = Some(props.sm_count);
+            info.memory_bytes = info.memory_bytes.or(Some(props.memory_bytes));
+            info.max_sm_clock_mhz = info.max_sm_clock_mhz.or(props.sm_clock_max_mhz);
+            info.compute_capability = Some(props.compute_capability);
+            info.cuda_driver = cuda::driver_version().ok();
+            info.nvrtc = nvrtc;
+            info.notes = notes;
+            Ok(info)
+        }
+        (Err(driver_why), Ok(mut info)) => {
+            info.nvrtc = nvrtc;
+            info.notes = vec![format!("CUDA driver: {driver_why}")];
+            Ok(info)
+        }
+        (Err(driver_why), Err(nvml_why)) => Err(format!("{driver_why}; and {nvml_why}")),
+    }
+}
+
+/// The GPU behind CUDA ordinal `ordinal` as NVML describes it, found by `uuid` when the CUDA
+/// driver gave one, else through CUDA_VISIBLE_DEVICES.
+fn nvml_info(ordinal: usize, uuid: Option<&str>) -> Result<GpuInfo, String> {
     use nvml_wrapper::enum_wrappers::device::Clock;
     use nvml_wrapper::Nvml;
 
     let nvml = Nvml::init().map_err(|e| {
         format!("NVML (libnvidia-ml.so.1, part of the NVIDIA driver) is unavailable: {e}")
     })?;
-    let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
-    let target = nvml_target(ordinal, visible.as_deref())?;
+    let target = match uuid {
+        Some(u) => NvmlTarget::Uuid(u.to_string()),
+        None => {
+            let visible = std::env::var("CUDA_VISIBLE_DEVICES").ok();
+            nvml_target(ordinal, visible.as_deref())?
+        }
+    };
     let count = nvml
         .device_count()
         .map_err(|e| format!("NVML cannot count the GPUs: {e}"))?;
@@ -207,6 +296,13 @@ fn gpu_info(ordinal: usize) -> Result<GpuInfo, String> {
             .map(|mw| f64::from(mw) / 1000.0),
         sm_count: sm_count(&device),
         mig,
+        compute_capability: device
+            .cuda_compute_capability()
+            .ok()
+            .map(|c| (c.major, c.minor)),
+        cuda_driver: None,
+        nvrtc: None,
+        notes: Vec::new(),
     })
 }
 
@@ -297,7 +393,10 @@ mod tests {
         let h = detect(Device::Cuda(0));
         if h.gpu.is_none() {
             let why = h.gpu_unavailable.unwrap();
-            assert!(!why.is_empty());
+            assert!(
+                why.contains("libcuda.so.1") && why.contains("NVML"),
+                "{why}"
+            );
         }
     }
 

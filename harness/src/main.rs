@@ -45,6 +45,9 @@ enum Command {
     Run(commands::run::RunArgs),
     /// Print the FLOP model of a workload term by term: how model FLOPs per token are counted.
     Flops(commands::flops::FlopsArgs),
+    /// What the harness sees here: CPU, CUDA driver, GPU, libtorch's CUDA backend, NVRTC and
+    /// the peak FLOP/s; exit 2 when --device cannot be used.
+    Hardware(commands::hardware::HardwareArgs),
     /// List the ops a submission can call, with their arguments and FLOP formulas.
     Ops {
         /// Print JSON instead of a table.
@@ -77,6 +80,10 @@ fn main() -> ExitCode {
         Command::Ops { json } => commands::ops::run(json),
         Command::Flops(args) => commands::flops::run(args),
         Command::Bench(args) => match commands::bench::run(args) {
+            Ok(code) => return ExitCode::from(code),
+            Err(e) => Err(e),
+        },
+        Command::Hardware(args) => match commands::hardware::run(args) {
             Ok(code) => return ExitCode::from(code),
             Err(e) => Err(e),
         },

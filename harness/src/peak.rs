@@ -1,8 +1,10 @@
 //! The peak FLOP/s that MFU divides by.
 //!
 //! - On CUDA: the device's dense bf16 tensor-core figure from its datasheet, looked up by the
-//!   NVML device name ([`gpu_peak_tflops`]). A spec constant, not a clock-derived number, so
-//!   that results on the same GPU model compare (measurement-anchors.md §3).
+//!   device name ([`gpu_peak_tflops`]). A spec constant, not a clock-derived number, so that
+//!   results on the same GPU model compare (measurement-anchors.md §3). A device the table does
+//!   not know (or a MIG slice) falls back to SMs × maximum SM clock × its architecture's dense
+//!   bf16 FLOPs per clock per SM ([`clock_derived`]); both figures are recorded when known.
 //! - On CPU there is no datasheet figure to trust, so the peak is measured: large square GEMMs
 //!   on all libtorch threads, in f32 and in bf16, and the faster of the two is the peak (the
 //!   analogue of the GPU's dense bf16 peak). The measurement is cached per machine
@@ -17,7 +19,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tch::{Device, Kind, Tensor};
 
-use crate::hardware::Hardware;
+use crusades_results::record::ClockDerivedPeak;
+
+use crate::hardware::{GpuInfo, Hardware};
 use crate::report;
 
 /// Where a peak figure came from.
@@ -26,6 +30,8 @@ use crate::report;
 pub enum PeakSource {
     /// The GPU's datasheet dense bf16 figure ([`gpu_peak_tflops`]).
     CudaTable,
+    /// SMs × maximum SM clock × the architecture's rate ([`clock_derived`]).
+    CudaClockDerived,
     /// Measured GEMM rate on this CPU ([`calibrate_cpu`]).
     CpuGemmCalibrated,
     /// `--peak-tflops`.
@@ -37,6 +43,7 @@ impl PeakSource {
     pub fn as_str(self) -> &'static str {
         match self {
             PeakSource::CudaTable => "cuda-table",
+            PeakSource::CudaClockDerived => "cuda-clock-derived",
             PeakSource::CpuGemmCalibrated => "cpu-gemm-calibrated",
             PeakSource::User => "user",
         }
@@ -61,6 +68,12 @@ pub struct Peak {
     /// The CPU measurement behind a `cpu-gemm-calibrated` peak.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub calibration: Option<CpuCalibration>,
+    /// On CUDA: the datasheet figure, when the table knows the device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_flops_per_s: Option<f64>,
+    /// On CUDA: the clock-derived figure, when the architecture's rate is known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_derived: Option<ClockDerivedPeak>,
 }
 
 /// Resolves the peak FLOP/s for a run on `device`.
@@ -108,6 +121,8 @@ fn user_peak(tflops: f64) -> anyhow::Result<Peak> {
         dtype: "user".into(),
         detail: format!("--peak-tflops {tflops} (given by the user, not checked)"),
         calibration: None,
+        table_flops_per_s: None,
+        clock_derived: None,
     })
 }
 
@@ -116,7 +131,7 @@ fn cuda_peak(ordinal: usize, hardware: &Hardware) -> anyhow::Result<Peak> {
         let why = hardware
             .gpu_unavailable
             .as_deref()
-            .unwrap_or("NVML did not describe it");
+            .unwrap_or("neither the CUDA driver nor NVML described it");
         crate::bail_input!(
             "cannot tell which GPU cuda:{ordinal} is, so its peak is unknown ({why}); pass \
              --peak-tflops with its dense bf16 TFLOP/s"
@@ -128,28 +143,106 @@ fn cuda_peak(ordinal: usize, hardware: &Hardware) -> anyhow::Result<Peak> {
             gpu.cuda_ordinal
         );
     }
-    if gpu.mig {
-        crate::bail_input!(
-            "{} is a MIG slice (or has MIG enabled): a slice has only part of the GPU's peak; pass \
-             --peak-tflops with the slice's share of the dense bf16 peak",
-            gpu.name
-        );
+    // A MIG slice has a fraction of the GPU's SMs: the datasheet figure is the whole GPU's,
+    // while the driver's SM count is the slice's own, so only the clock-derived figure fits.
+    let table = (!gpu.mig).then(|| gpu_peak_tflops(&gpu.name)).flatten();
+    let derived = clock_derived(gpu);
+    let table_flops_per_s = table.map(|t| t * 1e12);
+    match (table, &derived) {
+        (Some(tflops), _) => Ok(Peak {
+            flops_per_s: tflops * 1e12,
+            source: PeakSource::CudaTable,
+            dtype: "bf16".into(),
+            detail: format!("{}: dense bf16 {tflops} TFLOP/s (datasheet)", gpu.name),
+            calibration: None,
+            table_flops_per_s,
+            clock_derived: derived,
+        }),
+        (None, Some(d)) => Ok(Peak {
+            flops_per_s: d.flops_per_s,
+            source: PeakSource::CudaClockDerived,
+            dtype: "bf16".into(),
+            detail: format!(
+                "{}{}: {} SMs × {} MHz × {} FLOP/clock/SM ({}) = {:.1} TFLOP/s dense bf16; not in \
+                 the datasheet table, and the maximum boost clock makes this an upper bound",
+                gpu.name,
+                if gpu.mig { " (MIG slice)" } else { "" },
+                d.sm_count,
+                d.sm_clock_mhz,
+                d.flops_per_clock_per_sm,
+                d.architecture,
+                d.flops_per_s / 1e12
+            ),
+            calibration: None,
+            table_flops_per_s,
+            clock_derived: derived,
+        }),
+        (None, None) => {
+            let missing = missing_for_clock_derived(gpu);
+            crate::bail_input!(
+                "no peak FLOP/s is known for the GPU {:?}{}: it is not in the datasheet table \
+                 (known: {KNOWN_GPUS}), and it cannot be derived from its clock ({missing}); pass \
+                 --peak-tflops with its dense (not sparse) bf16 TFLOP/s",
+                gpu.name,
+                if gpu.mig { " (a MIG slice)" } else { "" },
+            );
+        }
     }
-    let Some(tflops) = gpu_peak_tflops(&gpu.name) else {
-        crate::bail_input!(
-            "no peak FLOP/s is known for the GPU {:?}; pass --peak-tflops with its dense \
-             (not sparse) bf16 TFLOP/s from the datasheet. Known: {}",
-            gpu.name,
-            KNOWN_GPUS
-        );
-    };
-    Ok(Peak {
-        flops_per_s: tflops * 1e12,
-        source: PeakSource::CudaTable,
-        dtype: "bf16".into(),
-        detail: format!("{}: dense bf16 {tflops} TFLOP/s (datasheet)", gpu.name),
-        calibration: None,
+}
+
+/// SMs × maximum SM clock × dense bf16 FLOPs per clock per SM, where all three are known.
+pub fn clock_derived(gpu: &GpuInfo) -> Option<ClockDerivedPeak> {
+    let (per_sm, architecture) = tensor_flops_per_clock_per_sm(gpu.compute_capability?, &gpu.name)?;
+    let sm_count = gpu.sm_count.filter(|&n| n > 0)?;
+    let clock = gpu.max_sm_clock_mhz.filter(|&c| c > 0)?;
+    Some(ClockDerivedPeak {
+        flops_per_s: f64::from(sm_count) * f64::from(clock) * 1e6 * per_sm,
+        sm_count: u64::from(sm_count),
+        sm_clock_mhz: f64::from(clock),
+        flops_per_clock_per_sm: per_sm,
+        architecture: architecture.to_string(),
     })
+}
+
+fn missing_for_clock_derived(gpu: &GpuInfo) -> String {
+    let mut missing = Vec::new();
+    match gpu.compute_capability {
+        None => missing.push("its compute capability is unknown".to_string()),
+        Some((major, minor)) if tensor_flops_per_clock_per_sm((major, minor), "").is_none() => {
+            missing.push(format!(
+                "the bf16 tensor rate of compute capability {major}.{minor} is not known"
+            ))
+        }
+        Some(_) => {}
+    }
+    if gpu.sm_count.is_none_or(|n| n == 0) {
+        missing.push("its SM count is unknown".into());
+    }
+    if gpu.max_sm_clock_mhz.is_none_or(|c| c == 0) {
+        missing.push("its maximum SM clock is unknown".into());
+    }
+    missing.join(", ")
+}
+
+/// Dense bf16 tensor FLOPs per clock per SM with fp32 accumulation, by compute capability,
+/// with the architecture's name. Each rate reproduces a datasheet figure (SMs × boost clock ×
+/// rate): A100 108 × 1410 MHz × 2048 = 312 TFLOP/s; A40 84 × 1740 × 512 = 74.8; L40S 142 ×
+/// 2520 × 1024 = 366; H100 SXM 132 × 1830 × 4096 = 989.4; B200 148 × 1856 × 8192 = 2250.
+/// GeForce parts run fp32-accumulate MMA at half rate (RTX 4090: 128 × 2520 × 512 = 165.2).
+/// Volta and Turing have no bf16 tensor cores, so they get `None`, as does anything newer
+/// than the table.
+pub fn tensor_flops_per_clock_per_sm(cc: (i32, i32), name: &str) -> Option<(f64, &'static str)> {
+    let geforce = name.to_lowercase().contains("geforce");
+    let halved = |full: f64| if geforce { full / 2.0 } else { full };
+    match cc {
+        (8, 0) => Some((2048.0, "Ampere (sm_80)")),
+        (8, 6) => Some((halved(512.0), "Ampere (sm_86)")),
+        (8, 9) => Some((halved(1024.0), "Ada (sm_89)")),
+        (9, 0) => Some((4096.0, "Hopper (sm_90)")),
+        (10, 0) => Some((8192.0, "Blackwell (sm_100)")),
+        (12, 0) => Some((halved(1024.0), "Blackwell (sm_120)")),
+        _ => None,
+    }
 }
 
 /// The GPUs [`gpu_peak_tflops`] knows, for error messages.
@@ -357,6 +450,8 @@ impl CpuPeak {
                 self.cache_file.display()
             ),
             calibration: Some(self.calibration),
+            table_flops_per_s: None,
+            clock_derived: None,
         }
     }
 }
@@ -545,7 +640,7 @@ fn gemm_rate(kind: Kind, plan: &CalibrationPlan) -> anyhow::Result<f64> {
     Ok(rate)
 }
 
-fn torch(e: tch::TchError) -> anyhow::Error {
+pub fn torch(e: tch::TchError) -> anyhow::Error {
     anyhow::anyhow!(crusades_reference::error::trim_torch_message(
         &e.to_string()
     ))
@@ -637,21 +732,100 @@ mod tests {
 
     fn gpu_hardware(name: &str) -> Hardware {
         Hardware {
-            gpu: Some(GpuInfo {
-                cuda_ordinal: 0,
-                nvml_index: Some(0),
-                name: name.into(),
-                uuid: "GPU-00000000-0000-0000-0000-000000000000".into(),
-                driver_version: None,
-                memory_bytes: None,
-                max_sm_clock_mhz: None,
-                sm_clock_mhz: None,
-                power_limit_w: None,
-                sm_count: None,
-                mig: false,
-            }),
+            gpu: Some(GpuInfo::named(
+                0,
+                name,
+                "GPU-00000000-0000-0000-0000-000000000000",
+            )),
             ..cpu_hardware()
         }
+    }
+
+    fn with_clock(mut h: Hardware, cc: (i32, i32), sms: u32, mhz: u32) -> Hardware {
+        let g = h.gpu.as_mut().unwrap();
+        g.compute_capability = Some(cc);
+        g.sm_count = Some(sms);
+        g.max_sm_clock_mhz = Some(mhz);
+        h
+    }
+
+    #[test]
+    fn the_architecture_rates_reproduce_the_datasheets() {
+        // (cc, name, SMs, datasheet boost MHz, datasheet dense bf16 TFLOP/s)
+        for (cc, name, sms, mhz, tflops) in [
+            ((8, 0), "NVIDIA A100-SXM4-80GB", 108, 1410, 312.0),
+            ((8, 6), "NVIDIA A40", 84, 1740, 74.8),
+            ((8, 9), "NVIDIA L40S", 142, 2520, 362.05),
+            ((8, 9), "NVIDIA GeForce RTX 4090", 128, 2520, 165.2),
+            ((9, 0), "NVIDIA H100 80GB HBM3", 132, 1830, 989.0),
+            ((10, 0), "NVIDIA B200", 148, 1856, 2250.0),
+        ] {
+            let (per_sm, _) = tensor_flops_per_clock_per_sm(cc, name).unwrap();
+            let derived = f64::from(sms) * f64::from(mhz) * 1e6 * per_sm / 1e12;
+            let off = (derived - tflops).abs() / tflops;
+            assert!(off < 0.015, "{name}: {derived:.1} vs {tflops} ({off:.3})");
+        }
+        assert_eq!(
+            tensor_flops_per_clock_per_sm((7, 0), "Tesla V100-SXM2-16GB"),
+            None
+        );
+        assert_eq!(tensor_flops_per_clock_per_sm((7, 5), "Tesla T4"), None);
+        assert_eq!(
+            tensor_flops_per_clock_per_sm((11, 0), "NVIDIA Future"),
+            None
+        );
+    }
+
+    #[test]
+    fn a_known_gpu_records_both_figures_and_scores_by_the_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let h100 = with_clock(gpu_hardware("NVIDIA H100 80GB HBM3"), (9, 0), 132, 1980);
+        let p = resolve(Device::Cuda(0), &h100, None, dir.path(), false).unwrap();
+        assert_eq!((p.flops_per_s, p.source), (989e12, PeakSource::CudaTable));
+        assert_eq!(p.table_flops_per_s, Some(989e12));
+        let d = p.clock_derived.unwrap();
+        // NVML's maximum clock is the boost ceiling, above the datasheet's 1830 MHz.
+        assert_eq!(d.flops_per_s, 132.0 * 1980.0 * 1e6 * 4096.0);
+        assert_eq!((d.sm_count, d.sm_clock_mhz), (132, 1980.0));
+        assert!(d.architecture.contains("Hopper"));
+    }
+
+    #[test]
+    fn an_unknown_gpu_falls_back_to_its_clock() {
+        let dir = tempfile::tempdir().unwrap();
+        let new = with_clock(gpu_hardware("NVIDIA H800 PCIe Z"), (9, 0), 114, 1755);
+        let p = resolve(Device::Cuda(0), &new, None, dir.path(), false).unwrap();
+        assert_eq!(p.source, PeakSource::CudaClockDerived);
+        assert_eq!(
+            serde_json::to_value(p.source).unwrap(),
+            "cuda-clock-derived"
+        );
+        assert_eq!(p.flops_per_s, 114.0 * 1755.0 * 1e6 * 4096.0);
+        assert_eq!(p.table_flops_per_s, None);
+        assert!(
+            p.detail.contains("114 SMs") && p.detail.contains("upper bound"),
+            "{}",
+            p.detail
+        );
+
+        // A MIG slice: the table's whole-GPU figure does not apply, the slice's SMs do.
+        let mut mig = with_clock(gpu_hardware("NVIDIA H100 80GB HBM3"), (9, 0), 16, 1980);
+        mig.gpu.as_mut().unwrap().mig = true;
+        let p = resolve(Device::Cuda(0), &mig, None, dir.path(), false).unwrap();
+        assert_eq!(p.source, PeakSource::CudaClockDerived);
+        assert_eq!(p.flops_per_s, 16.0 * 1980.0 * 1e6 * 4096.0);
+        assert!(p.detail.contains("MIG"), "{}", p.detail);
+
+        // Without the clock or for an unknown architecture: say what is missing.
+        let mut no_clock = with_clock(gpu_hardware("NVIDIA Z9000"), (13, 0), 100, 2000);
+        no_clock.gpu.as_mut().unwrap().max_sm_clock_mhz = None;
+        let e = resolve(Device::Cuda(0), &no_clock, None, dir.path(), false).unwrap_err();
+        let msg = e.to_string();
+        assert!(is_input_error(&e), "{msg}");
+        assert!(
+            msg.contains("compute capability 13.0") && msg.contains("maximum SM clock"),
+            "{msg}"
+        );
     }
 
     fn is_input_error(e: &anyhow::Error) -> bool {
@@ -693,6 +867,7 @@ mod tests {
         let p = resolve(Device::Cuda(0), &unknown, Some(100.0), dir.path(), false).unwrap();
         assert_eq!(p.source, PeakSource::User);
 
+        // A MIG slice whose SMs and clock are unknown cannot be scored at all.
         let mut mig = gpu_hardware("NVIDIA H100 80GB HBM3");
         mig.gpu.as_mut().unwrap().mig = true;
         let e = resolve(Device::Cuda(0), &mig, None, dir.path(), false).unwrap_err();

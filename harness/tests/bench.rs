@@ -106,9 +106,17 @@ fn the_baseline_is_accepted_on_tiny_and_its_record_is_complete() {
     assert_eq!(r["verdict"], "accepted");
     assert!(r["error_code"].is_null());
     let gates = r["gates"].as_array().unwrap();
-    assert_eq!(gates.len(), 11);
+    assert_eq!(gates.len(), 13);
     for g in gates {
         assert_eq!(g["passed"], true, "{g}");
+    }
+    // A CPU run: the device gates have nothing to judge, and say so.
+    for code in ["tensor-activity", "timer-divergence"] {
+        let g = gates.iter().find(|g| g["code"] == code).unwrap();
+        assert!(
+            g["detail"].as_str().unwrap().starts_with("not judged"),
+            "{g}"
+        );
     }
     // The f32 baseline reproduces the reference exactly.
     for code in ["loss-mismatch", "upload-value-error", "weight-error"] {
@@ -141,6 +149,16 @@ fn the_baseline_is_accepted_on_tiny_and_its_record_is_complete() {
             .sum();
         assert!((phases - wall).abs() < 0.01 * wall, "{phases} vs {wall}");
         assert_eq!(run["window_tokens"], serde_json::json!([1024, 1024, 1024]));
+        assert!(run["device_s"].is_null(), "{}", run["device_s"]);
+        assert_eq!(run["telemetry"]["status"], "unavailable");
+        assert!(
+            run["telemetry"]["reason"]
+                .as_str()
+                .unwrap()
+                .contains("CPU run"),
+            "{}",
+            run["telemetry"]
+        );
     }
     let s = &r["score"];
     let mut mfus: Vec<f64> = runs.iter().map(|r| r["mfu"].as_f64().unwrap()).collect();
@@ -242,6 +260,61 @@ fn bad_flags_are_input_errors() {
             String::from_utf8_lossy(&o.stderr)
         );
     }
+}
+
+#[test]
+fn cuda_without_a_driver_is_an_input_error_that_names_what_is_missing() {
+    if crusades_gpu::cuda::driver_present() {
+        return; // a GPU machine: CUDA is there
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let baseline = common::baseline_component();
+    for command in [
+        vec![
+            "bench",
+            baseline.to_str().unwrap(),
+            "--preset",
+            "tiny",
+            "--device",
+            "cuda",
+        ],
+        vec![
+            "run",
+            baseline.to_str().unwrap(),
+            "--preset",
+            "tiny",
+            "--device",
+            "cuda:1",
+        ],
+        vec!["hardware", "--device", "cuda"],
+    ] {
+        let o = crusades(&command, tmp.path());
+        let out = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        assert_eq!(o.status.code(), Some(2), "{command:?}: {out}");
+        assert!(
+            out.contains("libcuda.so.1") && out.contains("NVIDIA driver"),
+            "{command:?}: {out}"
+        );
+        assert!(!out.contains("panicked"), "{command:?}: {out}");
+    }
+    // The hardware report still describes the CPU and says what CUDA lacks, as JSON too.
+    let o = crusades(&["hardware", "--device", "cuda", "--json"], tmp.path());
+    assert_eq!(o.status.code(), Some(2));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["usable"], false);
+    assert!(
+        v["cuda"]["driver"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("libcuda"),
+        "{v}"
+    );
+    assert!(v["cpu"]["logical_cpus"].as_u64().unwrap() >= 1);
+    assert!(v["gpu"].is_null() && v["peak"].is_null());
 }
 
 #[test]

@@ -116,6 +116,16 @@ pub struct Gpu {
     pub sm_count: Option<u64>,
     pub sm_clock_max_mhz: Option<u64>,
     pub power_limit_w: Option<f64>,
+    /// `major.minor`, e.g. "9.0" for Hopper (from the CUDA driver).
+    #[serde(default)]
+    pub compute_capability: Option<String>,
+    /// The CUDA driver API version, e.g. "13.0".
+    #[serde(default)]
+    pub cuda_driver: Option<String>,
+    /// NVRTC's version ("13.0"), or why it is unavailable. Nothing the harness runs needs it
+    /// today; it is recorded because libtorch's fused kernels JIT-compile through it.
+    #[serde(default)]
+    pub nvrtc: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -123,11 +133,32 @@ pub struct Gpu {
 pub struct Peak {
     /// The MFU denominator.
     pub flops_per_s: f64,
-    /// `cuda-table`, `cpu-gemm-calibrated` or `user`.
+    /// `cuda-table`, `cuda-clock-derived`, `cpu-gemm-calibrated` or `user`.
     pub source: String,
     /// The dtype the peak is for (`bf16` on GPUs; on CPUs the faster calibrated one).
     pub dtype: String,
     pub detail: String,
+    /// The GPU's datasheet figure, when the device table knows it (whichever figure won).
+    #[serde(default)]
+    pub table_flops_per_s: Option<f64>,
+    /// SMs × clock × FLOPs per clock per SM, when the architecture's rate is known.
+    #[serde(default)]
+    pub clock_derived: Option<ClockDerivedPeak>,
+}
+
+/// A peak computed from the GPU's SM count, its maximum SM clock and its architecture's dense
+/// bf16 tensor rate. NVML's maximum clock is the boost ceiling (1980 MHz on an H100 SXM, whose
+/// datasheet figure uses 1830), so this is an upper bound on the datasheet figure.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClockDerivedPeak {
+    pub flops_per_s: f64,
+    pub sm_count: u64,
+    pub sm_clock_mhz: f64,
+    /// Dense bf16 (fp32-accumulate) tensor FLOPs per clock per SM.
+    pub flops_per_clock_per_sm: f64,
+    /// The architecture the rate is for, e.g. "Hopper (sm_90)".
+    pub architecture: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -173,6 +204,84 @@ pub struct Run {
     pub op_calls: u64,
     pub peak_tensor_bytes: u64,
     pub peak_handles: u64,
+    /// The same region timed by CUDA events on libtorch's stream; null on CPU.
+    #[serde(default)]
+    pub device_s: Option<f64>,
+    /// GPU telemetry (NVML) over the timed region.
+    #[serde(default = "Telemetry::not_recorded")]
+    pub telemetry: Telemetry,
+}
+
+/// NVML telemetry over one timed run, or why there is none. Never an error: a CPU run, a
+/// machine without the NVIDIA driver or a GPU that NVML cannot find says `unavailable`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "status", rename_all = "kebab-case")]
+pub enum Telemetry {
+    Unavailable { reason: String },
+    Measured(Box<GpuTelemetry>),
+}
+
+impl Telemetry {
+    pub fn not_recorded() -> Self {
+        Telemetry::Unavailable {
+            reason: "not recorded".into(),
+        }
+    }
+
+    pub fn measured(&self) -> Option<&GpuTelemetry> {
+        match self {
+            Telemetry::Measured(t) => Some(t),
+            Telemetry::Unavailable { .. } => None,
+        }
+    }
+}
+
+/// What a sampler thread polling NVML (about 10 Hz) saw during one timed run. Means are over
+/// the samples inside the run; counters (energy, violation time) are differences across it,
+/// interpolated to its ends. A field is null where the GPU does not support the query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GpuTelemetry {
+    /// The GPU sampled, by UUID (never by index).
+    pub gpu_uuid: String,
+    /// Samples inside the timed run.
+    pub samples: u64,
+    /// Mean seconds between samples.
+    pub interval_s: f64,
+    pub sm_clock_mean_mhz: Option<f64>,
+    pub sm_clock_min_mhz: Option<f64>,
+    pub mem_clock_mean_mhz: Option<f64>,
+    /// Energy over the run: the total-energy counter's difference (`energy-counter`), else
+    /// the power samples integrated (`power-integral`).
+    pub energy_j: Option<f64>,
+    pub energy_source: Option<String>,
+    pub j_per_token: Option<f64>,
+    pub power_mean_w: Option<f64>,
+    pub power_max_w: Option<f64>,
+    /// NVML utilisation: the share of time a kernel ran (not a FLOP measure), 0–1.
+    pub gpu_util_mean: Option<f64>,
+    pub mem_util_mean: Option<f64>,
+    pub temperature_max_c: Option<f64>,
+    /// The clock-event (throttle) reasons seen in any sample, OR-ed, as NVML's bitmask.
+    pub clock_event_reasons: u64,
+    /// The same, by name (`sw-power-cap`, `hw-thermal-slowdown`, …).
+    pub clock_event_reason_names: Vec<String>,
+    /// Share of samples with a slowdown reason (power cap, thermal, hardware slowdown or power
+    /// brake).
+    pub throttled_share: f64,
+    /// Share of samples where the GPU was idle (the idle reason, or 0 % utilisation).
+    pub idle_share: f64,
+    /// Seconds the clocks were held below their target, per NVML performance policy
+    /// (`power`, `thermal`, …), over the run.
+    pub violation_s: std::collections::BTreeMap<String, f64>,
+    /// NVML GPM (Hopper and later): the mean share of time the SMs' tensor pipes were active,
+    /// 0–1; null where GPM is unsupported.
+    pub tensor_active: Option<f64>,
+    /// tensor_active × SMs × mean SM clock × the architecture's tensor FLOPs per clock per
+    /// SM: the most tensor FLOP/s the pipes could have done.
+    pub tensor_bound_flops_per_s: Option<f64>,
+    /// What a reader should know: the GPU throttled or sat idle for a large part of the run.
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -250,10 +359,14 @@ pub enum GateCode {
     HfuBelowMfu,
     /// The MFU is above what the hardware can plausibly reach.
     MfuImplausible,
+    /// The model FLOP/s claimed exceed what the GPU's tensor-pipe activity (NVML GPM) allows.
+    TensorActivity,
+    /// The CUDA-event time and the host's wall clock of the timed region disagree.
+    TimerDivergence,
 }
 
 impl GateCode {
-    pub const ALL: [GateCode; 11] = [
+    pub const ALL: [GateCode; 13] = [
         GateCode::NanInf,
         GateCode::TokenCount,
         GateCode::LossMismatch,
@@ -265,6 +378,8 @@ impl GateCode {
         GateCode::ParamsChanged,
         GateCode::HfuBelowMfu,
         GateCode::MfuImplausible,
+        GateCode::TensorActivity,
+        GateCode::TimerDivergence,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -280,6 +395,8 @@ impl GateCode {
             GateCode::ParamsChanged => "params-changed",
             GateCode::HfuBelowMfu => "hfu-below-mfu",
             GateCode::MfuImplausible => "mfu-implausible",
+            GateCode::TensorActivity => "tensor-activity",
+            GateCode::TimerDivergence => "timer-divergence",
         }
     }
 }

@@ -39,7 +39,37 @@ fn sample(mfu: f64, verdict: Verdict) -> Record {
         op_calls: 7000,
         peak_tensor_bytes: 1 << 20,
         peak_handles: 500,
+        device_s: None,
+        telemetry: Telemetry::Unavailable {
+            reason: "a CPU run".into(),
+        },
     };
+    let mut gpu_run = run.clone();
+    gpu_run.device_s = Some(1.4995);
+    gpu_run.telemetry = Telemetry::Measured(Box::new(GpuTelemetry {
+        gpu_uuid: "GPU-3c1a9f2e-0123-4567-89ab-cdef00112233".into(),
+        samples: 15,
+        interval_s: 0.1,
+        sm_clock_mean_mhz: Some(1975.0),
+        sm_clock_min_mhz: Some(1905.0),
+        mem_clock_mean_mhz: Some(2619.0),
+        energy_j: Some(975.0),
+        energy_source: Some("energy-counter".into()),
+        j_per_token: Some(975.0 / 3072.0),
+        power_mean_w: Some(650.0),
+        power_max_w: Some(699.0),
+        gpu_util_mean: Some(0.99),
+        mem_util_mean: Some(0.41),
+        temperature_max_c: Some(61.0),
+        clock_event_reasons: 0x4,
+        clock_event_reason_names: vec!["sw-power-cap".into()],
+        throttled_share: 0.1,
+        idle_share: 0.0,
+        violation_s: BTreeMap::from([("power".to_string(), 0.15)]),
+        tensor_active: Some(0.45),
+        tensor_bound_flops_per_s: Some(0.45 * 1975e6 * 132.0 * 4096.0),
+        warnings: Vec::new(),
+    }));
     Record {
         schema: SCHEMA.into(),
         created_at: "2026-11-25T12:00:00Z".into(),
@@ -75,10 +105,18 @@ fn sample(mfu: f64, verdict: Verdict) -> Record {
             gpu: None,
         },
         peak: Peak {
-            flops_per_s: 4e11,
-            source: "cpu-gemm-calibrated".into(),
+            flops_per_s: 989e12,
+            source: "cuda-table".into(),
             dtype: "bf16".into(),
-            detail: "2048² GEMM".into(),
+            detail: "NVIDIA H100 80GB HBM3: dense bf16 989 TFLOP/s (datasheet)".into(),
+            table_flops_per_s: Some(989e12),
+            clock_derived: Some(ClockDerivedPeak {
+                flops_per_s: 132.0 * 1980e6 * 4096.0,
+                sm_count: 132,
+                sm_clock_mhz: 1980.0,
+                flops_per_clock_per_sm: 4096.0,
+                architecture: "Hopper (sm_90)".into(),
+            }),
         },
         flops: FlopsSummary {
             convention: "palm-torchtitan".into(),
@@ -90,7 +128,7 @@ fn sample(mfu: f64, verdict: Verdict) -> Record {
             crusades_total: 3.6e9,
         },
         warmup: Some(run.clone()),
-        runs: vec![run.clone(), run],
+        runs: vec![gpu_run, run],
         score: Some(Score {
             mfu,
             mfu_crusades: mfu * 1.1,
@@ -218,6 +256,28 @@ fn broken_records_do_not_validate() {
         breakage(&mut bad);
         assert!(!v.is_valid(&bad), "a record with {what} validated");
     }
+}
+
+#[test]
+fn telemetry_is_tagged_by_status_and_older_runs_without_it_still_parse() {
+    let json = serde_json::to_value(sample(0.25, Verdict::Accepted)).unwrap();
+    assert_eq!(json["runs"][0]["telemetry"]["status"], "measured");
+    assert_eq!(json["runs"][1]["telemetry"]["status"], "unavailable");
+    assert_eq!(json["runs"][1]["telemetry"]["reason"], "a CPU run");
+    let v = validator();
+    let mut bad = json.clone();
+    bad["runs"][0]["telemetry"]["status"] = "guessed".into();
+    assert!(!v.is_valid(&bad));
+    let mut bad = json.clone();
+    bad["runs"][0]["telemetry"]["energy_j"] = "a lot".into();
+    assert!(!v.is_valid(&bad));
+    // A run written before device_s and telemetry existed reads as "not recorded".
+    let mut old = json["runs"][1].clone();
+    old.as_object_mut().unwrap().remove("telemetry");
+    old.as_object_mut().unwrap().remove("device_s");
+    let run: Run = serde_json::from_value(old).unwrap();
+    assert_eq!(run.device_s, None);
+    assert_eq!(run.telemetry, Telemetry::not_recorded());
 }
 
 #[test]

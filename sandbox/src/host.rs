@@ -155,8 +155,10 @@ pub struct State {
     /// The phase the guest last marked, and since when.
     phase: (Phase, Instant),
     /// Per window, the label tokens whose loss the guest differentiated: the targets of
-    /// `cross_entropy` calls that recorded an autograd graph.
-    pub window_tokens: Vec<u64>,
+    /// `cross_entropy` calls that recorded an autograd graph. Kept as device scalars and read
+    /// only after the clock stops ([`State::window_tokens`]): reading one per call would
+    /// stall a GPU's queue inside the timed region.
+    token_counts: Vec<Option<Tensor>>,
 }
 
 impl State {
@@ -183,7 +185,7 @@ impl State {
             last_op_error: None,
             last_mark: None,
             phase: (Phase::Other, Instant::now()),
-            window_tokens: Vec::new(),
+            token_counts: Vec::new(),
         }
     }
 
@@ -192,7 +194,20 @@ impl State {
         self.deadline = now + self.limits.timeout();
         self.last_mark = Some(now);
         self.phase = (Phase::Other, now);
-        self.window_tokens = vec![0; self.session.batches.len()];
+        self.token_counts = (0..self.session.batches.len()).map(|_| None).collect();
+    }
+
+    /// The label tokens each window's differentiated loss covered (synchronises the device).
+    pub fn window_tokens(&self) -> Vec<u64> {
+        self.token_counts
+            .iter()
+            .map(|count| {
+                count
+                    .as_ref()
+                    .and_then(|n| n.f_int64_value(&[]).ok())
+                    .map_or(0, |n| n.max(0) as u64)
+            })
+            .collect()
     }
 
     pub fn current_phase(&self) -> Phase {
@@ -212,16 +227,20 @@ impl State {
         }
         // Labels equal to ignore_index add nothing to the loss, so they are not counted.
         let ignore = args.int_or(3, -100).unwrap_or(-100);
-        let counted = args
+        let Some(counted) = args
             .tensors()
             .nth(1)
             .and_then(|labels| labels.f_ne(ignore).ok())
             .and_then(|kept| kept.f_sum(tch::Kind::Int64).ok())
-            .and_then(|n| n.f_int64_value(&[]).ok())
-            .unwrap_or(0);
+        else {
+            return;
+        };
         let window = self.session.submitted.len();
-        if let Some(count) = self.window_tokens.get_mut(window) {
-            *count += counted.max(0) as u64;
+        if let Some(slot) = self.token_counts.get_mut(window) {
+            *slot = match slot.take() {
+                None => Some(counted),
+                Some(sum) => sum.f_add(&counted).ok(),
+            };
         }
     }
 

@@ -6,11 +6,13 @@
 //! - [`limits`] and [`failure`]: the caps on a run and the closed set of ways it can fail;
 //! - [`accounting`]: per-op calls, time, FLOPs and bytes, and window latencies;
 //! - [`session`]: one run's workload on the host side;
-//! - [`runner`]: load-time checks, a fresh store per run, the clock;
+//! - [`runner`]: load-time checks, a fresh store per run;
+//! - [`clock`]: the timed region, by the host clock and (on CUDA) by device events;
 //! - [`worker`]: the process boundary. The parent sends a job, a worker process runs it and
 //!   returns safetensors outputs and a JSON report; a crash there is a failed run here.
 
 pub mod accounting;
+pub mod clock;
 pub mod failure;
 pub mod host;
 pub mod limits;

@@ -10,8 +10,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{Config, Engine, Store, Trap};
 
-use crusades_reference::device::synchronize;
-
+use crate::clock::{Clock, RegionTime};
 use crate::failure::{Failure, FailureCode};
 use crate::host::{code_of, State, Submission, SubmissionPre, EPOCH_TICK};
 use crate::limits::Limits;
@@ -43,8 +42,8 @@ pub struct Compiled {
 /// What a successful guest call leaves behind.
 pub struct GuestRun {
     pub state: State,
-    /// Seconds from the entry call to its return, the device synchronised.
-    pub guest_s: f64,
+    /// The entry call to its return, the device synchronised.
+    pub time: RegionTime,
     pub instantiate_s: f64,
 }
 
@@ -227,19 +226,17 @@ impl Sandbox {
         let instance = compiled.pre.instantiate(&mut store);
         let instantiate_s = start.elapsed().as_secs_f64();
         let result = instance.map(|instance| {
-            synchronize(device);
-            let start = Instant::now();
-            store.data_mut().start_clock(start);
+            let clock = Clock::start(device);
+            store.data_mut().start_clock(clock.started());
             let result = instance.call_run(&mut store);
-            synchronize(device);
-            let end = Instant::now();
+            let (time, end) = clock.stop();
             let phase = store.data().current_phase();
             store.data_mut().switch_phase(phase, end);
-            (result, (end - start).as_secs_f64())
+            (result, time)
         });
         stop.store(true, Ordering::Relaxed);
         let _ = ticker.join();
-        let (result, guest_s) = match result {
+        let (result, time) = match result {
             Ok(r) => r,
             Err(e) => {
                 return Err(Failure::new(
@@ -260,7 +257,7 @@ impl Sandbox {
                 }
                 Ok(GuestRun {
                     state,
-                    guest_s,
+                    time,
                     instantiate_s,
                 })
             }

@@ -21,6 +21,8 @@ use crusades_reference::compress::CompressorConfig;
 use crusades_reference::config::{CorpusSpec, WorkloadConfig};
 use crusades_reference::corpus::{Corpus, TokenDtype};
 use crusades_reference::device::{device_name, parse_device, synchronize};
+
+use crate::clock::{Clock, RegionTime};
 use crusades_reference::io::{self, HostTensor, Upload};
 use crusades_reference::model::detached_copy;
 use crusades_reference::window::{self, Trainer};
@@ -94,6 +96,26 @@ pub struct Timing {
     pub instantiate_s: f64,
     /// The clock: the entry call (or the native window loop), device synchronised.
     pub run_s: f64,
+    /// The same region's CLOCK_MONOTONIC ends, its CUDA-event time, and why a CUDA run has
+    /// none (see [`crate::clock`]).
+    #[serde(default)]
+    pub clock_start_ns: u64,
+    #[serde(default)]
+    pub clock_end_ns: u64,
+    #[serde(default)]
+    pub device_s: Option<f64>,
+    #[serde(default)]
+    pub device_clock_error: Option<String>,
+}
+
+impl Timing {
+    fn record_region(&mut self, time: RegionTime) {
+        self.run_s = time.wall_s;
+        self.clock_start_ns = time.start_ns;
+        self.clock_end_ns = time.end_ns;
+        self.device_s = time.device_s;
+        self.device_clock_error = time.device_clock_error;
+    }
 }
 
 /// What a worker reports. Outputs lie next to it: `weights.safetensors` and
@@ -246,10 +268,10 @@ fn prepare(
     device: Device,
     report: &mut Report,
 ) -> Result<Outputs, Failure> {
-    let start = Instant::now();
+    let clock = Clock::start(device);
     let run =
         window::run(&job.config, corpus, device, |_| {}).map_err(internal("the reference run"))?;
-    report.timing.run_s = start.elapsed().as_secs_f64();
+    report.timing.record_region(clock.stop().0);
     store_peer_uploads(&job.workload_dir, &job.config, &run.peers)
         .map_err(internal("writing peer uploads"))?;
     let trainer = run.trainer;
@@ -308,7 +330,7 @@ fn reference(
         Trainer::new(&job.config, device).map_err(internal("the reference trainer"))?;
     synchronize(device);
     report.timing.setup_s = start.elapsed().as_secs_f64();
-    let start = Instant::now();
+    let clock = Clock::start(device);
     let mut windows = Vec::with_capacity(session.batches.len());
     let mut snapshots = Vec::new();
     for (w, ((x, y), peers)) in session.batches.iter().zip(&session.peers).enumerate() {
@@ -329,8 +351,7 @@ fn reference(
                 .map_err(internal("the reference step"))?,
         );
     }
-    synchronize(device);
-    report.timing.run_s = start.elapsed().as_secs_f64();
+    report.timing.record_region(clock.stop().0);
     report.window_tokens = vec![job.config.tokens_per_window() as u64; windows.len()];
     for (w, theta) in snapshots {
         write_weights(&theta_path(out, w), &session.names, &theta, &job.config)
@@ -372,12 +393,12 @@ fn wasm(
     let run = sandbox.run(&compiled, session, job.limits);
     let run = run?;
     report.timing.instantiate_s = run.instantiate_s;
-    report.timing.run_s = run.guest_s;
+    report.timing.record_region(run.time);
     let state = run.state;
     report.profile = Some(state.accounting.report());
     report.peak_tensor_bytes = state.peak_bytes;
     report.peak_handles = state.peak_handles;
-    report.window_tokens = state.window_tokens;
+    report.window_tokens = state.window_tokens();
     let session = state.session;
     let bins = job.config.hparams.bins;
     let mut losses = Vec::new();

@@ -10,6 +10,8 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use clap::Args;
 
+use crusades_gpu::sampler::Sampler;
+use crusades_gpu::telemetry::{self, Sample, Window};
 use crusades_reference::config::WorkloadConfig;
 use crusades_reference::device::device_name;
 use crusades_results::record::{self, Record, Verdict};
@@ -127,6 +129,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<u8> {
             source: String::new(),
             dtype: String::new(),
             detail: String::new(),
+            table_flops_per_s: None,
+            clock_derived: None,
         },
         flops: flops_info(&config),
         warmup: None,
@@ -160,12 +164,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<u8> {
     let peak = peak::resolve(device, &hw, args.peak_tflops, &cache, args.recalibrate);
     spinner.finish_and_clear();
     let peak = peak?;
-    record.peak = record::Peak {
-        flops_per_s: peak.flops_per_s,
-        source: peak.source.as_str().into(),
-        dtype: peak.dtype.clone(),
-        detail: peak.detail.clone(),
-    };
+    record.peak = peak_info(&peak);
 
     // 1. Compile, cached by hash. A submission that fails a load-time check is rejected here.
     let precompiled = match compile_cached(&cache, &sha256, &bytes) {
@@ -230,6 +229,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<u8> {
         }
     };
     let model = FlopModel::new(&config.model);
+    let telemetry = TelemetryPlan::new(device, &hw);
     let total = args.warmup + args.runs;
     let bar = report::progress(total as u64, "runs");
     let mut timed = Vec::with_capacity(args.runs);
@@ -244,7 +244,9 @@ pub fn run(args: BenchArgs) -> anyhow::Result<u8> {
             (format!("run {n}"), outputs.join(format!("run-{n}")))
         };
         bar.set_message(format!("{label} of {}", component.display()));
+        let sampler = telemetry.start();
         let result = workload::run_worker(&exe, &job, &dir);
+        let samples = sampler.map(|s| s.map(Sampler::stop));
         bar.inc(1);
         let (report, wall_s) = match result {
             Ok(r) => r,
@@ -262,7 +264,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<u8> {
             });
             return finish(record, started, &args);
         }
-        let run = run_record(&report, wall_s, &model, &config, peak.flops_per_s);
+        let mut run = run_record(&report, wall_s, &model, &config, peak.flops_per_s);
+        run.telemetry = telemetry.summarize(samples, &report, run.tokens);
         if i < args.warmup {
             record.warmup = Some(run);
         } else {
@@ -290,6 +293,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<u8> {
         &record.runs,
         &reference,
         config.tokens_per_window() as u64,
+        record.hardware.gpu.as_ref().and_then(|g| g.sm_count),
         &thresholds,
     );
 
@@ -458,6 +462,84 @@ fn run_record(
         op_calls: profile.total_calls,
         peak_tensor_bytes: report.peak_tensor_bytes,
         peak_handles: report.peak_handles,
+        device_s: report.timing.device_s,
+        telemetry: record::Telemetry::not_recorded(),
+    }
+}
+
+/// Which GPU, if any, each run's NVML sampler watches, and how its samples become the record's
+/// telemetry block.
+enum TelemetryPlan {
+    Sample {
+        uuid: String,
+        /// SMs × the architecture's tensor FLOPs per clock per SM, for the GPM bound.
+        tensor_flops_per_clock: Option<f64>,
+    },
+    Unavailable(String),
+}
+
+impl TelemetryPlan {
+    fn new(device: tch::Device, hw: &hardware::Hardware) -> Self {
+        match (device, &hw.gpu) {
+            (tch::Device::Cuda(_), Some(gpu)) => TelemetryPlan::Sample {
+                uuid: gpu.uuid.clone(),
+                tensor_flops_per_clock: gpu.compute_capability.and_then(|cc| {
+                    let (per_sm, _) = peak::tensor_flops_per_clock_per_sm(cc, &gpu.name)?;
+                    Some(f64::from(gpu.sm_count?) * per_sm)
+                }),
+            },
+            (tch::Device::Cuda(i), None) => TelemetryPlan::Unavailable(format!(
+                "cuda:{i} could not be described: {}",
+                hw.gpu_unavailable.as_deref().unwrap_or("unknown reason")
+            )),
+            _ => TelemetryPlan::Unavailable(
+                "a CPU run: GPU telemetry (NVML) is recorded for CUDA runs".into(),
+            ),
+        }
+    }
+
+    /// A sampler for the next run; a sampler that cannot start is reported by `summarize`.
+    fn start(&self) -> Option<Result<Sampler, String>> {
+        match self {
+            TelemetryPlan::Sample { uuid, .. } => Some(Sampler::start(
+                uuid,
+                crusades_gpu::sampler::DEFAULT_INTERVAL,
+            )),
+            TelemetryPlan::Unavailable(_) => None,
+        }
+    }
+
+    fn summarize(
+        &self,
+        samples: Option<Result<Vec<Sample>, String>>,
+        report: &Report,
+        tokens: u64,
+    ) -> record::Telemetry {
+        let (uuid, per_clock) = match self {
+            TelemetryPlan::Sample {
+                uuid,
+                tensor_flops_per_clock,
+            } => (uuid, *tensor_flops_per_clock),
+            TelemetryPlan::Unavailable(reason) => {
+                return record::Telemetry::Unavailable {
+                    reason: reason.clone(),
+                }
+            }
+        };
+        match samples {
+            Some(Ok(samples)) => record::Telemetry::Measured(Box::new(telemetry::summarize(
+                uuid,
+                &samples,
+                Window {
+                    start_ns: report.timing.clock_start_ns,
+                    end_ns: report.timing.clock_end_ns,
+                },
+                tokens,
+                per_clock,
+            ))),
+            Some(Err(reason)) => record::Telemetry::Unavailable { reason },
+            None => record::Telemetry::not_recorded(),
+        }
     }
 }
 
@@ -544,7 +626,7 @@ fn flops_info(config: &WorkloadConfig) -> record::FlopsSummary {
     }
 }
 
-fn hardware_info(hw: &hardware::Hardware) -> record::Hardware {
+pub fn hardware_info(hw: &hardware::Hardware) -> record::Hardware {
     record::Hardware {
         cpu: record::Cpu {
             model: hw.cpu.model.clone(),
@@ -559,7 +641,21 @@ fn hardware_info(hw: &hardware::Hardware) -> record::Hardware {
             sm_count: g.sm_count.map(u64::from),
             sm_clock_max_mhz: g.max_sm_clock_mhz.map(u64::from),
             power_limit_w: g.power_limit_w,
+            compute_capability: g.compute_capability.map(|(a, b)| format!("{a}.{b}")),
+            cuda_driver: g.cuda_driver.clone(),
+            nvrtc: g.nvrtc.clone(),
         }),
+    }
+}
+
+pub fn peak_info(peak: &peak::Peak) -> record::Peak {
+    record::Peak {
+        flops_per_s: peak.flops_per_s,
+        source: peak.source.as_str().into(),
+        dtype: peak.dtype.clone(),
+        detail: peak.detail.clone(),
+        table_flops_per_s: peak.table_flops_per_s,
+        clock_derived: peak.clock_derived.clone(),
     }
 }
 
@@ -605,6 +701,73 @@ fn rfc3339(t: SystemTime) -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+/// The CUDA clock cross-check and the NVML telemetry of the median run, with any warning of
+/// any run.
+fn print_gpu_lines(r: &Record) {
+    let Some(median) = r.score.as_ref().and_then(|s| {
+        r.runs
+            .iter()
+            .min_by(|a, b| (a.mfu - s.mfu).abs().total_cmp(&(b.mfu - s.mfu).abs()))
+    }) else {
+        return;
+    };
+    if let Some(device_s) = median.device_s {
+        println!(
+            "  CUDA events   {}  (wall {}; median run)",
+            report::duration(device_s),
+            report::duration(median.wall_s)
+        );
+    }
+    match &median.telemetry {
+        record::Telemetry::Measured(t) => {
+            let opt = |v: Option<f64>, unit: &str, digits: usize| {
+                v.map(|v| format!("{v:.digits$} {unit}"))
+                    .unwrap_or_else(|| "n/a".into())
+            };
+            println!(
+                "  GPU           SM clock {} (min {}) · power {} · {} ({}) · util {}",
+                opt(t.sm_clock_mean_mhz, "MHz", 0),
+                opt(t.sm_clock_min_mhz, "MHz", 0),
+                opt(t.power_mean_w, "W", 0),
+                opt(t.j_per_token, "J/token", 4),
+                opt(t.energy_j, "J", 1),
+                t.gpu_util_mean
+                    .map(report::percent)
+                    .unwrap_or_else(|| "n/a".into()),
+            );
+            let reasons = if t.clock_event_reason_names.is_empty() {
+                "none".to_string()
+            } else {
+                t.clock_event_reason_names.join(", ")
+            };
+            let tensor = t
+                .tensor_active
+                .map(|a| format!(" · tensor pipes active {}", report::percent(a)))
+                .unwrap_or_default();
+            println!(
+                "                clock events: {reasons} · throttled {} · idle {}{tensor}  ({} samples)",
+                report::percent(t.throttled_share),
+                report::percent(t.idle_share),
+                t.samples
+            );
+        }
+        record::Telemetry::Unavailable { reason } if r.workload.device.starts_with("cuda") => {
+            println!("  GPU           telemetry unavailable: {reason}");
+        }
+        record::Telemetry::Unavailable { .. } => {}
+    }
+    let mut warned = std::collections::BTreeSet::new();
+    for (i, run) in r.runs.iter().enumerate() {
+        if let Some(t) = run.telemetry.measured() {
+            for w in &t.warnings {
+                if warned.insert(w.clone()) {
+                    println!("  warning       run {}: {w}", i + 1);
+                }
+            }
+        }
+    }
 }
 
 fn print_human(r: &Record, top: usize, out: Option<&Path>) {
@@ -656,6 +819,7 @@ fn print_human(r: &Record, top: usize, out: Option<&Path>) {
             report::percent(other.max(0.0))
         );
     }
+    print_gpu_lines(r);
     println!(
         "  Peak          {}FLOP/s  ({}, {}: {})",
         report::si(r.peak.flops_per_s),
@@ -663,6 +827,18 @@ fn print_human(r: &Record, top: usize, out: Option<&Path>) {
         r.peak.dtype,
         r.peak.detail
     );
+    // A clock-derived peak is already the headline figure; beside a table one it is context.
+    let from_table = r.peak.source == peak::PeakSource::CudaTable.as_str();
+    if let (Some(d), true) = (&r.peak.clock_derived, from_table) {
+        println!(
+            "                clock-derived {}FLOP/s ({} SMs × {} MHz × {} per clock, {})",
+            report::si(d.flops_per_s),
+            d.sm_count,
+            d.sm_clock_mhz,
+            d.flops_per_clock_per_sm,
+            d.architecture
+        );
+    }
     println!(
         "  Model FLOPs   {}/token ({})  ·  Crusades {}/token  ·  {} per run",
         report::si(r.flops.model_per_token),

@@ -89,7 +89,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<u8> {
             .map_err(|e| anyhow::Error::new(crate::InputError(format!("--limit {e}"))))?;
     }
     let (config, _) = args.workload.resolve()?;
-    crusades_reference::device::parse_device(&args.device)?;
+    super::setup_device(&args.device, None)?;
     let component = super::build::resolve_submission(&args.submission, !args.json)?;
     let exe = std::env::current_exe()?;
     let cache = workload::cache_dir(args.cache.as_deref());

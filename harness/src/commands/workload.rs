@@ -145,6 +145,13 @@ pub fn run_worker(exe: &Path, job: &Job, out: &Path) -> anyhow::Result<(Report, 
             report.timing.run_s
         );
     }
+    if report.failure.is_none() && device_kind(&job.device) == "cuda" {
+        if let Some(why) = &report.timing.device_clock_error {
+            anyhow::bail!(
+                "the CUDA event clock failed, so the run's time cannot be cross-checked: {why}"
+            );
+        }
+    }
     Ok((report, wall_s))
 }
 
