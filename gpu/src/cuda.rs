@@ -10,8 +10,9 @@
 //! same stream, so the events of [`EventClock`] are ordered with every kernel libtorch
 //! launches from this process.
 
+use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::sys::{CUdevice_attribute, CUevent_flags};
 use cudarc::driver::{CudaContext, CudaEvent, CudaStream};
@@ -72,6 +73,24 @@ fn guarded<T>(what: &str, f: impl FnOnce() -> Result<T, String>) -> Result<T, St
     }
 }
 
+/// Device `ordinal`'s primary context, retained once and held for the life of the process.
+/// Releasing it could destroy it while it is current on this thread (when libtorch has not
+/// retained it yet), and libtorch would then find a destroyed context there.
+fn primary_context(ordinal: usize) -> Result<Arc<CudaContext>, String> {
+    static CONTEXTS: OnceLock<Mutex<HashMap<usize, Arc<CudaContext>>>> = OnceLock::new();
+    let mut held = CONTEXTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some(ctx) = held.get(&ordinal) {
+        return Ok(ctx.clone());
+    }
+    let ctx = CudaContext::new(ordinal)
+        .map_err(|e| format!("cannot open cuda:{ordinal}'s primary context: {e:?}"))?;
+    held.insert(ordinal, ctx.clone());
+    Ok(ctx)
+}
+
 /// The driver API version, e.g. "13.0".
 pub fn driver_version() -> Result<String, String> {
     guarded("reading the CUDA driver version", || {
@@ -109,8 +128,7 @@ pub fn device_properties(ordinal: usize) -> Result<DeviceProperties, String> {
                 "cuda:{ordinal} does not exist; the CUDA driver sees {count} device(s)"
             ));
         }
-        let ctx = CudaContext::new(ordinal)
-            .map_err(|e| format!("cannot open cuda:{ordinal}'s primary context: {e:?}"))?;
+        let ctx = primary_context(ordinal)?;
         let attr = |a: CUdevice_attribute| ctx.attribute(a).ok();
         let name = ctx
             .name()
@@ -181,38 +199,45 @@ pub fn nvrtc_version() -> Result<String, String> {
 pub struct EventClock {
     stream: Arc<CudaStream>,
     start: CudaEvent,
+    end: CudaEvent,
 }
 
 impl EventClock {
-    /// Records the start event on device `ordinal`'s legacy default stream.
-    pub fn start(ordinal: usize) -> Result<Self, String> {
+    /// Creates the two events on device `ordinal` (outside the region: creating them takes
+    /// longer than recording them).
+    pub fn new(ordinal: usize) -> Result<Self, String> {
+        guarded("creating the CUDA event clock", || {
+            let ctx = primary_context(ordinal)?;
+            let event = || {
+                ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
+                    .map_err(|e| format!("cannot create a CUDA event: {e:?}"))
+            };
+            Ok(Self {
+                stream: ctx.default_stream(),
+                start: event()?,
+                end: event()?,
+            })
+        })
+    }
+
+    /// Records the start event on the device's legacy default stream.
+    pub fn start(&self) -> Result<(), String> {
         guarded("starting the CUDA event clock", || {
-            let ctx = CudaContext::new(ordinal)
-                .map_err(|e| format!("cannot open cuda:{ordinal}'s primary context: {e:?}"))?;
-            let stream = ctx.default_stream();
-            let start = ctx
-                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-                .map_err(|e| format!("cannot create a CUDA event: {e:?}"))?;
-            start
-                .record(&stream)
-                .map_err(|e| format!("cannot record a CUDA event: {e:?}"))?;
-            Ok(Self { stream, start })
+            self.start
+                .record(&self.stream)
+                .map_err(|e| format!("cannot record a CUDA event: {e:?}"))
         })
     }
 
     /// Records the stop event, waits for it, and returns the seconds between the two.
-    pub fn stop(self) -> Result<f64, String> {
+    pub fn stop(&self) -> Result<f64, String> {
         guarded("stopping the CUDA event clock", || {
-            let end = self
-                .stream
-                .context()
-                .new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))
-                .map_err(|e| format!("cannot create a CUDA event: {e:?}"))?;
-            end.record(&self.stream)
+            self.end
+                .record(&self.stream)
                 .map_err(|e| format!("cannot record a CUDA event: {e:?}"))?;
             let ms = self
                 .start
-                .elapsed_ms(&end)
+                .elapsed_ms(&self.end)
                 .map_err(|e| format!("cannot read the CUDA events' elapsed time: {e:?}"))?;
             Ok(f64::from(ms) / 1e3)
         })
@@ -251,7 +276,7 @@ mod tests {
             driver_version().unwrap_err(),
             device_count().unwrap_err(),
             device_properties(0).unwrap_err(),
-            EventClock::start(0).err().unwrap(),
+            EventClock::new(0).err().unwrap(),
         ] {
             assert!(
                 e.contains("libcuda.so.1") && e.contains("NVIDIA driver"),

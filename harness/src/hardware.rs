@@ -204,7 +204,14 @@ fn gpu_info(ordinal: usize) -> Result<GpuInfo, String> {
     let driver = cuda::device_properties(ordinal);
     let nvml = match &driver {
         // The driver's UUID is exact whatever CUDA_VISIBLE_DEVICES and CUDA_DEVICE_ORDER say.
-        Ok(props) => nvml_info(ordinal, Some(&props.uuid)),
+        // Where NVML spells it differently (a MIG instance), CUDA_VISIBLE_DEVICES decides, as
+        // long as it names the same model.
+        Ok(props) => nvml_info(ordinal, Some(&props.uuid)).or_else(|by_uuid| {
+            nvml_info(ordinal, None)
+                .ok()
+                .filter(|info| info.name == props.name)
+                .ok_or(by_uuid)
+        }),
         Err(_) => nvml_info(ordinal, None),
     };
     let nvrtc = Some(cuda::nvrtc_version().unwrap_or_else(|e| format!("unavailable: {e}")));

@@ -35,15 +35,17 @@ pub struct RegionTime {
 }
 
 impl Clock {
-    /// Synchronises `device`, then starts the clock (and, on CUDA, records the start event).
+    /// Synchronises `device`, then starts the clock (and, on CUDA, records the start event
+    /// right after the host clock's start, so the event time lies inside the host time).
     pub fn start(device: Device) -> Self {
+        let events = match device {
+            Device::Cuda(ordinal) => EventClock::new(ordinal),
+            _ => Err(String::new()),
+        };
         synchronize(device);
         let started = Instant::now();
         let start_ns = crusades_gpu::monotonic_ns();
-        let events = match device {
-            Device::Cuda(ordinal) => EventClock::start(ordinal),
-            _ => Err(String::new()),
-        };
+        let events = events.and_then(|clock| clock.start().map(|()| clock));
         Self {
             device,
             started,
@@ -60,7 +62,7 @@ impl Clock {
     /// Records the stop event, synchronises the device, then stops the host clock: the event
     /// time lies inside the host time by construction.
     pub fn stop(self) -> (RegionTime, Instant) {
-        let device_time = self.events.map(EventClock::stop);
+        let device_time = self.events.map(|clock| clock.stop());
         synchronize(self.device);
         let end = Instant::now();
         let end_ns = crusades_gpu::monotonic_ns();

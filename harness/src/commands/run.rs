@@ -212,6 +212,9 @@ fn print_human(doc: &RunReport, top: usize) {
         report::duration(t.instantiate_s),
         report::duration(t.setup_s),
     );
+    if let Some(device_s) = t.device_s {
+        println!("           CUDA events {}", report::duration(device_s));
+    }
     let losses: Vec<String> = r.losses.iter().map(|l| format!("{l:.4}")).collect();
     println!("losses     {}", losses.join("  "));
     println!(
