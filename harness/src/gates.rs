@@ -50,7 +50,7 @@ impl Default for Thresholds {
     /// deviation we have; its worst value over tiny and small (small, W = 4, is the worse) is
     /// quoted per field. Each threshold sits at about 3× that deviation (for the overlap and
     /// the Templar ratio: 3× the shortfall from 1), rounded to a plain number, which every
-    /// corrupted variant in harness/tests/guests misses by far. The drift grows with the
+    /// corrupted variant in submissions/exploits misses by far. The drift grows with the
     /// number of windows: the presets' W is what was calibrated.
     fn default() -> Self {
         Self {

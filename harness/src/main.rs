@@ -41,6 +41,9 @@ enum Command {
     CompressBench(commands::compress::BenchArgs),
     /// Build a submission crate into a WebAssembly component and print its sha256.
     Build(commands::build::BuildArgs),
+    /// Run the adversarial corpus (submissions/exploits) through bench: every case must end as
+    /// its case.toml says.
+    Corpus(commands::corpus::CorpusArgs),
     /// Run a submission once in the sandbox: outputs, timing and a per-op profile.
     Run(commands::run::RunArgs),
     /// Print the FLOP model of a workload term by term: how model FLOPs per token are counted.
@@ -80,6 +83,10 @@ fn main() -> ExitCode {
         Command::Ops { json } => commands::ops::run(json),
         Command::Flops(args) => commands::flops::run(args),
         Command::Bench(args) => match commands::bench::run(args) {
+            Ok(code) => return ExitCode::from(code),
+            Err(e) => Err(e),
+        },
+        Command::Corpus(args) => match commands::corpus::run(args) {
             Ok(code) => return ExitCode::from(code),
             Err(e) => Err(e),
         },

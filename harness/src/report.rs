@@ -83,7 +83,22 @@ pub fn print_op_table<'a>(
 }
 
 /// A progress bar on stderr for `len` steps; indicatif hides it when stderr is not a terminal.
+/// Set by a command that drives others (`corpus`) and shows its own progress instead.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Hides every spinner and progress bar made after this call.
+pub fn set_quiet(quiet: bool) {
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn quiet() -> bool {
+    QUIET.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub fn progress(len: u64, what: &str) -> indicatif::ProgressBar {
+    if quiet() {
+        return indicatif::ProgressBar::hidden();
+    }
     let bar = indicatif::ProgressBar::new(len);
     bar.set_style(
         indicatif::ProgressStyle::with_template(
@@ -179,6 +194,9 @@ mod stats_tests {
 
 /// A spinner on stderr for work of unknown length; hidden when stderr is not a terminal.
 pub fn spinner(what: &str) -> indicatif::ProgressBar {
+    if quiet() {
+        return indicatif::ProgressBar::hidden();
+    }
     let bar = indicatif::ProgressBar::new_spinner();
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} {msg} ({elapsed})")

@@ -1,6 +1,6 @@
 //! `crusades bench` end to end, as a competitor runs it: the baseline is accepted and its
 //! record validates against the committed schema; each corrupted variant of the baseline
-//! (tests/guests) is rejected with the code of the gate it breaks.
+//! (submissions/exploits) is rejected with the code of the gate it breaks.
 
 mod common;
 

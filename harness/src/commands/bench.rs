@@ -80,6 +80,29 @@ pub const REJECTED: u8 = 3;
 const COMPLETE: &str = "complete";
 
 pub fn run(args: BenchArgs) -> anyhow::Result<u8> {
+    let record = evaluate(&args)?;
+    let json = serde_json::to_string_pretty(&record)?;
+    if let Some(path) = &args.out {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(path, format!("{json}\n"))
+            .map_err(|e| anyhow::anyhow!("cannot write the record to {}: {e}", path.display()))?;
+    }
+    if args.json {
+        println!("{json}");
+    } else {
+        print_human(&record, args.top, args.out.as_deref());
+    }
+    Ok(match record.verdict {
+        Verdict::Accepted => 0,
+        Verdict::Rejected => REJECTED,
+    })
+}
+
+/// The whole evaluation, as one record; prints nothing but its progress (none with `json`).
+/// A rejected submission is a record, not an error: an error is bad input or a harness failure.
+pub fn evaluate(args: &BenchArgs) -> anyhow::Result<Record> {
     let started = Instant::now();
     if args.runs == 0 {
         crate::bail_input!("--runs must be at least 1");
@@ -178,7 +201,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<u8> {
                 message: f.message.clone(),
                 run: "compile".into(),
             });
-            return finish(record, started, &args);
+            return Ok(finish(record, started));
         }
         Err(f) => return Err(workload::failure_error(f)),
     };
@@ -262,7 +285,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<u8> {
                 message: f.message.clone(),
                 run: label,
             });
-            return finish(record, started, &args);
+            return Ok(finish(record, started));
         }
         let mut run = run_record(&report, wall_s, &model, &config, peak.flops_per_s);
         run.telemetry = telemetry.summarize(samples, &report, run.tokens);
@@ -301,11 +324,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<u8> {
     let (score, median) = score(&record.runs);
     record.score = Some(score);
     record.profile = timed[median].1.profile.as_ref().map(profile_info);
-    finish(record, started, &args)
+    Ok(finish(record, started))
 }
 
-/// Fills in the verdict and the evaluation's cost, then prints and writes the record.
-fn finish(mut record: Record, started: Instant, args: &BenchArgs) -> anyhow::Result<u8> {
+/// Fills in the verdict and the evaluation's cost.
+fn finish(mut record: Record, started: Instant) -> Record {
     let failed_gate = gates::first_failure(&record.gates).map(|g| g.code.as_str().to_string());
     record.error_code = match (&record.failure, failed_gate) {
         (Some(f), _) => Some(f.code.clone()),
@@ -325,23 +348,7 @@ fn finish(mut record: Record, started: Instant, args: &BenchArgs) -> anyhow::Res
     } else {
         0.0
     };
-    let json = serde_json::to_string_pretty(&record)?;
-    if let Some(path) = &args.out {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(path, format!("{json}\n"))
-            .map_err(|e| anyhow::anyhow!("cannot write the record to {}: {e}", path.display()))?;
-    }
-    if args.json {
-        println!("{json}");
-    } else {
-        print_human(&record, args.top, args.out.as_deref());
-    }
-    Ok(match record.verdict {
-        Verdict::Accepted => 0,
-        Verdict::Rejected => REJECTED,
-    })
+    record
 }
 
 /// The precompiled component in the cache (made now if missing). Its key holds the engine's

@@ -2,6 +2,7 @@ pub mod bench;
 pub mod build;
 pub mod compare;
 pub mod compress;
+pub mod corpus;
 pub mod flops;
 pub mod hardware;
 pub mod ops;

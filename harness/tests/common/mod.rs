@@ -1,4 +1,4 @@
-//! Builds the corrupted variants of the baseline (tests/guests) and the baseline itself
+//! Builds cases of the adversarial corpus (submissions/exploits) and the baseline itself
 //! (submissions/baseline) for wasm32-unknown-unknown, once per test binary, and encodes each as
 //! a component written to a file: the harness CLI takes a component's path.
 
@@ -59,14 +59,14 @@ fn component(workspace: &Path, crate_name: &str) -> PathBuf {
     path
 }
 
-/// The component of corrupted variant `name` (tests/guests/NAME, crate `corrupt-NAME`):
+/// The component of corpus case `name` (submissions/exploits/NAME, crate `exploit-NAME`), e.g.
 /// `skip-window`, `no-error-feedback`, `wrong-topk`, `zero-upload`, `nan-weights` or
 /// `half-tokens`.
 pub fn corrupted(name: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
-    let ws = root().join("harness/tests/guests");
+    let ws = root().join("submissions/exploits");
     BUILT.get_or_init(|| cargo_build(&ws));
-    component(&ws, &format!("corrupt-{name}"))
+    component(&ws, &format!("exploit-{name}"))
 }
 
 /// The baseline submission's component.

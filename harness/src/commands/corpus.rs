@@ -1,0 +1,463 @@
+//! `crusades corpus`: every known way to cheat an MFU harness, each run through the whole
+//! `bench` pipeline, each expected to end a known way.
+//!
+//! A case is a guest crate in the corpus directory (submissions/exploits) with a `case.toml`
+//! that names its attack, its class and how it must end: `rejected` with a gate or run-failure
+//! code (and optionally the stage that stops it), or, for an attack whose precondition can
+//! never occur (a run that tells the warm-up from a timed run), `accepted`. Every case runs in
+//! this one process, one after another, and the baseline runs last as a control: the harness
+//! must come out of the whole corpus healthy and still accept an honest submission.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use clap::{Args, Parser};
+use serde::{Deserialize, Serialize};
+
+use crusades_results::record::{Record, Verdict};
+
+use super::bench::{self, BenchArgs};
+use crate::report;
+
+#[derive(Args)]
+pub struct CorpusArgs {
+    /// The corpus: a directory of case crates, each with a case.toml.
+    #[arg(long, default_value = "submissions/exploits")]
+    pub dir: PathBuf,
+    /// Only the cases whose name contains this.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Timed runs per case (after one warm-up): two, so that a case that behaves differently
+    /// in a later run is seen doing it.
+    #[arg(long, default_value_t = 2)]
+    pub runs: usize,
+    /// The workload preset every case runs on.
+    #[arg(long, default_value = "tiny")]
+    pub preset: String,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// The bench cache (workload, reference, compiled components).
+    #[arg(long)]
+    pub cache: Option<PathBuf>,
+    /// Skip the control run of the baseline (../baseline next to the corpus) at the end.
+    #[arg(long)]
+    pub no_control: bool,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The classes of attack (issue 6; README, "Security").
+pub const CLASSES: [&str; 10] = [
+    "partial-work",
+    "early-return",
+    "copying",
+    "precision",
+    "output-forgery",
+    "run-dependent",
+    "forged-handles",
+    "reaching-outside",
+    "resource-exhaustion",
+    "numeric-plausibility",
+];
+
+/// Where a run can be stopped: loading the component, the warm-up, a timed run, or the
+/// verification of the timed runs' outputs.
+pub const STAGES: [&str; 4] = ["compile", "warm-up", "run", "verification"];
+
+/// A case's case.toml.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// The attack, in one sentence.
+    pub attack: String,
+    pub class: String,
+    /// `rejected`, or `accepted` for an attack that can never trigger.
+    pub expected: String,
+    /// The record's `error_code` a rejection must carry.
+    #[serde(default)]
+    pub code: Option<String>,
+    /// The stage that must stop it.
+    #[serde(default)]
+    pub stage: Option<String>,
+}
+
+impl Manifest {
+    fn check(&self) -> Result<(), String> {
+        if !CLASSES.contains(&self.class.as_str()) {
+            return Err(format!(
+                "class {:?} is not one of {}",
+                self.class,
+                CLASSES.join(", ")
+            ));
+        }
+        match (self.expected.as_str(), &self.code) {
+            ("rejected", Some(_)) | ("accepted", None) => {}
+            ("rejected", None) => return Err("expected = \"rejected\" needs a code".into()),
+            ("accepted", Some(_)) => {
+                return Err("expected = \"accepted\" takes no code".into());
+            }
+            (other, _) => {
+                return Err(format!(
+                    "expected must be \"rejected\" or \"accepted\", not {other:?}"
+                ))
+            }
+        }
+        if let Some(stage) = &self.stage {
+            if !STAGES.contains(&stage.as_str()) {
+                return Err(format!(
+                    "stage {stage:?} is not one of {}",
+                    STAGES.join(", ")
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One case found in the corpus directory.
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub name: String,
+    pub dir: PathBuf,
+    pub manifest: Manifest,
+}
+
+/// The cases under `dir`, by name: every subdirectory with a case.toml. A malformed manifest is
+/// an input error that names the file.
+pub fn discover(dir: &Path) -> anyhow::Result<Vec<Case>> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        crate::InputError(format!(
+            "{}: {e}; run from the repository root or pass --dir with the corpus directory",
+            dir.display()
+        ))
+    })?;
+    let mut cases = Vec::new();
+    for entry in entries {
+        let path = entry?.path();
+        let manifest_path = path.join("case.toml");
+        if !manifest_path.is_file() {
+            continue;
+        }
+        let text = std::fs::read_to_string(&manifest_path)?;
+        let manifest: Manifest = toml::from_str(&text)
+            .map_err(|e| crate::InputError(format!("{}: {e}", manifest_path.display())))?;
+        manifest
+            .check()
+            .map_err(|e| crate::InputError(format!("{}: {e}", manifest_path.display())))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        cases.push(Case {
+            name,
+            dir: path,
+            manifest,
+        });
+    }
+    cases.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(cases)
+}
+
+/// How one case ended.
+#[derive(Debug, Clone, Serialize)]
+pub struct Outcome {
+    pub case: String,
+    pub class: String,
+    pub attack: String,
+    pub expected: String,
+    /// `rejected (CODE at STAGE)`, `accepted`, or how the harness failed.
+    pub got: String,
+    pub verdict: Option<Verdict>,
+    pub code: Option<String>,
+    pub stage: Option<String>,
+    /// The failed gate's or the run failure's detail.
+    pub detail: String,
+    pub as_expected: bool,
+    /// The harness itself failed on this case (an error, not a verdict): never acceptable.
+    pub harness_error: bool,
+    pub seconds: f64,
+}
+
+#[derive(Serialize)]
+struct Summary {
+    cases: usize,
+    as_expected: usize,
+    unexpected: Vec<String>,
+    harness_errors: usize,
+    slowest_case: Option<String>,
+    slowest_seconds: f64,
+    seconds: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    outcomes: Vec<Outcome>,
+    summary: Summary,
+}
+
+/// Exit status when a case did not end as its manifest says.
+pub const UNEXPECTED: u8 = 3;
+
+pub fn run(args: CorpusArgs) -> anyhow::Result<u8> {
+    let started = Instant::now();
+    let mut cases = discover(&args.dir)?;
+    if let Some(f) = &args.filter {
+        cases.retain(|c| c.name.contains(f.as_str()));
+    }
+    if cases.is_empty() {
+        crate::bail_input!("no case in {} matches", args.dir.display());
+    }
+    if !args.no_control {
+        let baseline = args.dir.join("../baseline");
+        if baseline.join("Cargo.toml").is_file() {
+            cases.push(Case {
+                name: "control: baseline".into(),
+                dir: baseline,
+                manifest: Manifest {
+                    attack: "The honest baseline, after every case: the harness is still healthy."
+                        .into(),
+                    class: "control".into(),
+                    expected: "accepted".into(),
+                    code: None,
+                    stage: None,
+                },
+            });
+        }
+    }
+    let bar = report::progress(cases.len() as u64, "corpus");
+    report::set_quiet(true);
+    let mut outcomes = Vec::with_capacity(cases.len());
+    for case in &cases {
+        bar.set_message(case.name.clone());
+        outcomes.push(run_case(case, &args));
+        bar.inc(1);
+    }
+    report::set_quiet(false);
+    bar.finish_and_clear();
+
+    let slowest = outcomes
+        .iter()
+        .max_by(|a, b| a.seconds.total_cmp(&b.seconds));
+    let summary = Summary {
+        cases: outcomes.len(),
+        as_expected: outcomes.iter().filter(|o| o.as_expected).count(),
+        unexpected: outcomes
+            .iter()
+            .filter(|o| !o.as_expected)
+            .map(|o| o.case.clone())
+            .collect(),
+        harness_errors: outcomes.iter().filter(|o| o.harness_error).count(),
+        slowest_case: slowest.map(|o| o.case.clone()),
+        slowest_seconds: slowest.map_or(0.0, |o| o.seconds),
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let ok = summary.unexpected.is_empty();
+    let report = Report { outcomes, summary };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(if ok { 0 } else { UNEXPECTED })
+}
+
+/// Builds and benches one case, and compares how it ended with its manifest.
+fn run_case(case: &Case, args: &CorpusArgs) -> Outcome {
+    let started = Instant::now();
+    let m = &case.manifest;
+    let expected = match (&m.code, &m.stage) {
+        (Some(code), Some(stage)) => format!("{} ({code} at {stage})", m.expected),
+        (Some(code), None) => format!("{} ({code})", m.expected),
+        _ => m.expected.clone(),
+    };
+    let mut outcome = Outcome {
+        case: case.name.clone(),
+        class: m.class.clone(),
+        attack: m.attack.clone(),
+        expected,
+        got: String::new(),
+        verdict: None,
+        code: None,
+        stage: None,
+        detail: String::new(),
+        as_expected: false,
+        harness_error: false,
+        seconds: 0.0,
+    };
+    match bench_case(case, args) {
+        Ok(record) => {
+            let (code, stage, detail) = how_it_ended(&record);
+            outcome.got = match (&record.verdict, &code, &stage) {
+                (Verdict::Accepted, _, _) => "accepted".into(),
+                (Verdict::Rejected, Some(c), Some(s)) => format!("rejected ({c} at {s})"),
+                (Verdict::Rejected, _, _) => "rejected".into(),
+            };
+            let verdict_ok = matches!(
+                (&record.verdict, m.expected.as_str()),
+                (Verdict::Accepted, "accepted") | (Verdict::Rejected, "rejected")
+            );
+            let code_ok = m.code.is_none() || m.code == code;
+            let stage_ok = m.stage.is_none() || m.stage == stage;
+            outcome.as_expected = verdict_ok && code_ok && stage_ok;
+            outcome.verdict = Some(record.verdict);
+            outcome.code = code;
+            outcome.stage = stage;
+            outcome.detail = detail;
+        }
+        Err(e) => {
+            outcome.got = "harness error".into();
+            outcome.detail = format!("{e:#}");
+            outcome.harness_error = true;
+        }
+    }
+    outcome.seconds = started.elapsed().as_secs_f64();
+    outcome
+}
+
+fn bench_case(case: &Case, args: &CorpusArgs) -> anyhow::Result<Record> {
+    /// The bench's own flag parser, so that a case runs with exactly bench's defaults.
+    #[derive(Parser)]
+    struct Bench {
+        #[command(flatten)]
+        args: BenchArgs,
+    }
+    let component = super::build::build(&case.dir, None, false)?.component;
+    let runs = args.runs.to_string();
+    let mut argv: Vec<String> = [
+        "bench",
+        component.to_str().unwrap_or_default(),
+        "--preset",
+        &args.preset,
+        "--device",
+        &args.device,
+        "--runs",
+        &runs,
+        "--warmup",
+        "1",
+        "--json",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    if let Some(cache) = &args.cache {
+        argv.push("--cache".into());
+        argv.push(cache.display().to_string());
+    }
+    let parsed = Bench::try_parse_from(&argv)
+        .map_err(|e| anyhow::anyhow!("internal: the corpus's bench flags: {e}"))?;
+    bench::evaluate(&parsed.args)
+}
+
+/// The record's error code, the stage that stopped the submission, and the detail.
+fn how_it_ended(r: &Record) -> (Option<String>, Option<String>, String) {
+    if let Some(f) = &r.failure {
+        let stage = if f.run == "compile" {
+            "compile"
+        } else if f.run.starts_with("warm-up") {
+            "warm-up"
+        } else {
+            "run"
+        };
+        return (Some(f.code.clone()), Some(stage.into()), f.message.clone());
+    }
+    match crate::gates::first_failure(&r.gates) {
+        Some(g) => (
+            Some(g.code.as_str().into()),
+            Some("verification".into()),
+            g.detail.clone(),
+        ),
+        None => (None, None, String::new()),
+    }
+}
+
+fn print_table(r: &Report) {
+    let width = r
+        .outcomes
+        .iter()
+        .map(|o| o.case.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "  {:<width$}  {:<20}  {:<42}  {:<42}  {:>7}",
+        "case", "class", "expected", "got", "time"
+    );
+    for o in &r.outcomes {
+        println!(
+            "{} {:<width$}  {:<20}  {:<42}  {:<42}  {:>7}",
+            if o.as_expected { "✓" } else { "✗" },
+            o.case,
+            o.class,
+            o.expected,
+            o.got,
+            report::duration(o.seconds)
+        );
+        if !o.as_expected && !o.detail.is_empty() {
+            println!("    {}", o.detail);
+        }
+    }
+    let s = &r.summary;
+    println!(
+        "\n{} of {} cases ended as expected · {} harness errors · slowest {} ({}) · {} in all",
+        s.as_expected,
+        s.cases,
+        s.harness_errors,
+        s.slowest_case.as_deref().unwrap_or("-"),
+        report::duration(s.slowest_seconds),
+        report::duration(s.seconds)
+    );
+    if !s.unexpected.is_empty() {
+        println!("not as expected: {}", s.unexpected.join(", "));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn manifest(text: &str) -> Result<Manifest, String> {
+        let m: Manifest = toml::from_str(text).map_err(|e| e.to_string())?;
+        m.check().map(|()| m)
+    }
+
+    #[test]
+    fn manifests_are_checked_for_class_expectation_and_stage() {
+        let ok = manifest(
+            "attack = \"x\"\nclass = \"partial-work\"\nexpected = \"rejected\"\ncode = \"token-count\"\n",
+        )
+        .unwrap();
+        assert_eq!(ok.code.as_deref(), Some("token-count"));
+        assert!(
+            manifest("attack = \"x\"\nclass = \"run-dependent\"\nexpected = \"accepted\"\n")
+                .is_ok()
+        );
+        for (bad, why) in [
+            ("attack = \"x\"\nclass = \"vibes\"\nexpected = \"rejected\"\ncode = \"a\"\n", "class"),
+            ("attack = \"x\"\nclass = \"copying\"\nexpected = \"rejected\"\n", "needs a code"),
+            ("attack = \"x\"\nclass = \"copying\"\nexpected = \"accepted\"\ncode = \"a\"\n", "no code"),
+            ("attack = \"x\"\nclass = \"copying\"\nexpected = \"maybe\"\n", "expected"),
+            ("attack = \"x\"\nclass = \"copying\"\nexpected = \"rejected\"\ncode = \"a\"\nstage = \"later\"\n", "stage"),
+            ("attack = \"x\"\nclass = \"copying\"\nexpected = \"rejected\"\ncode = \"a\"\nnote = 1\n", "unknown field"),
+        ] {
+            let e = manifest(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_committed_corpus_is_well_formed_and_covers_its_classes() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../submissions/exploits");
+        let cases = discover(&dir).unwrap();
+        assert!(cases.len() >= 6, "{} cases", cases.len());
+        let members = std::fs::read_to_string(dir.join("Cargo.toml")).unwrap();
+        for c in &cases {
+            assert!(
+                members.contains(&format!("\"{}\"", c.name)),
+                "{} is not a member of the corpus workspace",
+                c.name
+            );
+        }
+    }
+}
