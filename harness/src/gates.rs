@@ -30,7 +30,8 @@ pub struct Thresholds {
     pub weight_error: f64,
     /// Largest ‖θ − θ_ref‖ / ‖θ_ref − θ0‖ of any one tensor.
     pub weight_error_tensor: f64,
-    /// Smallest (fraction of parameters changed from θ0) / (the reference's fraction).
+    /// Smallest (fraction of parameters changed from θ0) / (the reference's fraction), over all
+    /// of θ and for each tensor.
     pub params_changed_ratio: f64,
     /// Smallest HFU / MFU: the host must have executed at least the model's FLOPs.
     pub hfu_over_mfu: f64,
@@ -358,6 +359,16 @@ pub fn evaluate(
                 100.0 * reference.changed_fraction
             )
         });
+        // Per tensor too: freezing one small tensor barely moves the fraction over all of θ.
+        let (tensor_ratio, tensor) = &m.changed_tensor;
+        if tensor_ratio.is_finite() {
+            changed.see(*tensor_ratio, || {
+                format!(
+                    "run {r}: tensor {tensor} changed {:.2} % as many elements as the reference's",
+                    100.0 * tensor_ratio
+                )
+            });
+        }
     }
     gates.push(changed.gate(
         GateCode::ParamsChanged,
@@ -488,6 +499,7 @@ mod tests {
             thetas: Vec::new(),
             templar: vec![(7.0, 6.9), (6.9, 6.85)],
             changed_fraction: 1.0,
+            changed_per_tensor: vec![1.0],
         }
     }
 
@@ -502,6 +514,7 @@ mod tests {
             weight_error: 0.0,
             weight_error_tensor: (0.0, "a".into()),
             changed_fraction: 1.0,
+            changed_tensor: (1.0, "a".into()),
         }
     }
 
@@ -588,6 +601,11 @@ mod tests {
             (
                 GateCode::ParamsChanged,
                 Box::new(|m| m.changed_fraction = 0.5),
+                (0.3, 0.4),
+            ),
+            (
+                GateCode::ParamsChanged,
+                Box::new(|m| m.changed_tensor = (0.0, "layers.0.wq".into())),
                 (0.3, 0.4),
             ),
             (GateCode::HfuBelowMfu, Box::new(|_| {}), (0.3, 0.2)),

@@ -25,6 +25,8 @@ pub struct Reference {
     /// upload alone (Templar's check).
     pub templar: Vec<(f64, f64)>,
     pub changed_fraction: f64,
+    /// The same fraction for each tensor, in parameter order.
+    pub changed_per_tensor: Vec<f64>,
 }
 
 /// One run against the reference.
@@ -47,6 +49,9 @@ pub struct Measurements {
     /// The largest per-tensor ratio, and its tensor.
     pub weight_error_tensor: (f64, String),
     pub changed_fraction: f64,
+    /// The tensor whose changed fraction is the smallest share of the reference's, and that
+    /// share: a tensor left at θ0 (frozen) reads 0 however small it is.
+    pub changed_tensor: (f64, String),
 }
 
 /// Problems reading outputs are the harness's (the worker wrote them), so they are plain errors.
@@ -97,13 +102,18 @@ fn all_finite(t: &Tensor) -> Result<bool> {
     Ok(scalar(&t.f_isfinite()?.f_all()?.f_to_kind(Kind::Int64)?)? == 1.0)
 }
 
-fn changed_fraction(theta: &[Tensor], theta0: &[Tensor]) -> Result<f64> {
+/// The fraction of θ's elements that differ from θ0, over all of θ and per tensor.
+fn changed_fractions(theta: &[Tensor], theta0: &[Tensor]) -> Result<(f64, Vec<f64>)> {
     let (mut changed, mut total) = (0.0, 0.0);
+    let mut per_tensor = Vec::with_capacity(theta.len());
     for (t, t0) in theta.iter().zip(theta0) {
-        changed += scalar(&t.f_ne_tensor(t0)?.f_sum(Kind::Int64)?)?;
-        total += t.numel() as f64;
+        let n = scalar(&t.f_ne_tensor(t0)?.f_sum(Kind::Int64)?)?;
+        let numel = t.numel() as f64;
+        changed += n;
+        total += numel;
+        per_tensor.push(if numel > 0.0 { n / numel } else { 0.0 });
     }
-    Ok(if total > 0.0 { changed / total } else { 0.0 })
+    Ok((if total > 0.0 { changed / total } else { 0.0 }, per_tensor))
 }
 
 /// The loss on `(x, y)` of `theta` after the step Templar's validator takes with `upload`
@@ -224,7 +234,7 @@ impl Verifier {
         for (w, (_, after)) in templar.iter().enumerate() {
             self.known_after.insert((w, upload_digest(dir, w)?), *after);
         }
-        let changed_fraction = changed_fraction(&weights, &self.theta0)?;
+        let (changed_fraction, changed_per_tensor) = changed_fractions(&weights, &self.theta0)?;
         Ok(Reference {
             losses,
             uploads,
@@ -232,6 +242,7 @@ impl Verifier {
             thetas,
             templar,
             changed_fraction,
+            changed_per_tensor,
         })
     }
 
@@ -321,7 +332,20 @@ impl Verifier {
         }
         m.weight_error = relative(num, den);
         m.weight_error_tensor = worst;
-        m.changed_fraction = changed_fraction(&weights, &self.theta0)?;
+        let (changed, per_tensor) = changed_fractions(&weights, &self.theta0)?;
+        m.changed_fraction = changed;
+        m.changed_tensor = (f64::INFINITY, String::new());
+        for ((name, fraction), reference) in self
+            .names
+            .iter()
+            .zip(per_tensor)
+            .zip(&reference.changed_per_tensor)
+        {
+            // A tensor the reference itself left alone says nothing.
+            if *reference > 0.0 && fraction / reference < m.changed_tensor.0 {
+                m.changed_tensor = (fraction / reference, name.clone());
+            }
+        }
         Ok(m)
     }
 

@@ -373,20 +373,27 @@ fn how_it_ended(r: &Record) -> (Option<String>, Option<String>, String) {
 }
 
 fn print_table(r: &Report) {
-    let width = r
-        .outcomes
-        .iter()
-        .map(|o| o.case.chars().count())
-        .max()
-        .unwrap_or(4)
-        .max(4);
+    let widest = |f: fn(&Outcome) -> &str, min: usize| {
+        r.outcomes
+            .iter()
+            .map(|o| f(o).chars().count())
+            .max()
+            .unwrap_or(0)
+            .max(min)
+    };
+    let (cw, kw, ew, gw) = (
+        widest(|o| &o.case, 4),
+        widest(|o| &o.class, 5),
+        widest(|o| &o.expected, 8),
+        widest(|o| &o.got, 3),
+    );
     println!(
-        "  {:<width$}  {:<20}  {:<42}  {:<42}  {:>7}",
+        "  {:<cw$}  {:<kw$}  {:<ew$}  {:<gw$}  {:>9}",
         "case", "class", "expected", "got", "time"
     );
     for o in &r.outcomes {
         println!(
-            "{} {:<width$}  {:<20}  {:<42}  {:<42}  {:>7}",
+            "{} {:<cw$}  {:<kw$}  {:<ew$}  {:<gw$}  {:>9}",
             if o.as_expected { "✓" } else { "✗" },
             o.case,
             o.class,
