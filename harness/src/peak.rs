@@ -204,6 +204,13 @@ pub fn clock_derived(gpu: &GpuInfo) -> Option<ClockDerivedPeak> {
     })
 }
 
+/// SMs × the architecture's dense bf16 tensor FLOPs per clock per SM: the GPU's tensor FLOPs
+/// per clock, which the GPM tensor-activity bound multiplies by activity and clock.
+pub fn tensor_flops_per_clock(gpu: &GpuInfo) -> Option<f64> {
+    let (per_sm, _) = tensor_flops_per_clock_per_sm(gpu.compute_capability?, &gpu.name)?;
+    Some(f64::from(gpu.sm_count?) * per_sm)
+}
+
 fn missing_for_clock_derived(gpu: &GpuInfo) -> String {
     let mut missing = Vec::new();
     match gpu.compute_capability {

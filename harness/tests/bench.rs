@@ -5,16 +5,10 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
 
-fn crusades(args: &[&str], cache: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_crusades"))
-        .args(args)
-        .env("CRUSADES_CACHE", cache)
-        .output()
-        .expect("the binary runs")
-}
+use common::crusades;
 
 fn record(o: &Output) -> serde_json::Value {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {

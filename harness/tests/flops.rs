@@ -1,14 +1,8 @@
 //! `crusades flops`, driven as a user drives it.
 
-use std::process::{Command, Output};
+mod common;
 
-fn crusades(args: &[&str], cache: &std::path::Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_crusades"))
-        .args(args)
-        .env("CRUSADES_CACHE", cache)
-        .output()
-        .expect("the binary runs")
-}
+use common::crusades;
 
 fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()

@@ -1,22 +1,11 @@
 //! `crusades build`, `run` and `ops`, driven as a competitor drives them.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+mod common;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
+use std::path::Path;
+use std::process::Output;
 
-fn crusades(args: &[&str], cache: &Path) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_crusades"))
-        .args(args)
-        .env("CRUSADES_CACHE", cache)
-        .output()
-        .expect("the binary runs")
-}
+use common::{crusades, root};
 
 fn json(o: &Output) -> serde_json::Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {

@@ -13,18 +13,23 @@ use crate::error::{Error, Result};
 
 /// Parses `cpu`, `cuda` or `cuda:N`, and for CUDA makes sure the device exists.
 pub fn parse_device(spec: &str) -> Result<Device> {
+    let device = parse_device_spec(spec)?;
+    if let Device::Cuda(index) = device {
+        ensure_cuda(index)?;
+    }
+    Ok(device)
+}
+
+/// Parses `cpu`, `cuda` or `cuda:N` without touching CUDA.
+pub fn parse_device_spec(spec: &str) -> Result<Device> {
     match spec.trim() {
         "cpu" => Ok(Device::Cpu),
-        "cuda" => ensure_cuda(0).map(|_| Device::Cuda(0)),
-        s => {
-            let index = s
-                .strip_prefix("cuda:")
-                .and_then(|i| i.parse::<usize>().ok())
-                .ok_or_else(|| {
-                    Error::Device(format!("unknown device '{s}'; use cpu, cuda or cuda:N"))
-                })?;
-            ensure_cuda(index).map(|_| Device::Cuda(index))
-        }
+        "cuda" => Ok(Device::Cuda(0)),
+        s => s
+            .strip_prefix("cuda:")
+            .and_then(|i| i.parse::<usize>().ok())
+            .map(Device::Cuda)
+            .ok_or_else(|| Error::Device(format!("unknown device '{s}'; use cpu, cuda or cuda:N"))),
     }
 }
 

@@ -474,6 +474,9 @@ fn run_record(
     }
 }
 
+/// The telemetry block's reason on a CPU run.
+pub const CPU_RUN_TELEMETRY: &str = "a CPU run: GPU telemetry (NVML) is recorded for CUDA runs";
+
 /// Which GPU, if any, each run's NVML sampler watches, and how its samples become the record's
 /// telemetry block.
 enum TelemetryPlan {
@@ -490,18 +493,13 @@ impl TelemetryPlan {
         match (device, &hw.gpu) {
             (tch::Device::Cuda(_), Some(gpu)) => TelemetryPlan::Sample {
                 uuid: gpu.uuid.clone(),
-                tensor_flops_per_clock: gpu.compute_capability.and_then(|cc| {
-                    let (per_sm, _) = peak::tensor_flops_per_clock_per_sm(cc, &gpu.name)?;
-                    Some(f64::from(gpu.sm_count?) * per_sm)
-                }),
+                tensor_flops_per_clock: peak::tensor_flops_per_clock(gpu),
             },
             (tch::Device::Cuda(i), None) => TelemetryPlan::Unavailable(format!(
                 "cuda:{i} could not be described: {}",
                 hw.gpu_unavailable.as_deref().unwrap_or("unknown reason")
             )),
-            _ => TelemetryPlan::Unavailable(
-                "a CPU run: GPU telemetry (NVML) is recorded for CUDA runs".into(),
-            ),
+            _ => TelemetryPlan::Unavailable(CPU_RUN_TELEMETRY.into()),
         }
     }
 
@@ -550,6 +548,17 @@ impl TelemetryPlan {
     }
 }
 
+/// The run whose MFU is nearest `median`: the one the profile and the GPU lines show.
+fn median_run(runs: &[record::Run], median: f64) -> usize {
+    (0..runs.len())
+        .min_by(|&a, &b| {
+            (runs[a].mfu - median)
+                .abs()
+                .total_cmp(&(runs[b].mfu - median).abs())
+        })
+        .unwrap_or(0)
+}
+
 /// The median MFU over the runs and its spread, and the index of the median run.
 pub fn score(runs: &[record::Run]) -> (record::Score, usize) {
     let mfus: Vec<f64> = runs.iter().map(|r| r.mfu).collect();
@@ -557,13 +566,7 @@ pub fn score(runs: &[record::Run]) -> (record::Score, usize) {
     let median_of = |f: fn(&record::Run) -> f64| {
         report::Stats::new(&runs.iter().map(f).collect::<Vec<_>>()).median
     };
-    let closest = (0..runs.len())
-        .min_by(|&a, &b| {
-            (runs[a].mfu - stats.median)
-                .abs()
-                .total_cmp(&(runs[b].mfu - stats.median).abs())
-        })
-        .unwrap_or(0);
+    let closest = median_run(runs, stats.median);
     let m = &runs[closest];
     let share = |s: f64| if m.wall_s > 0.0 { s / m.wall_s } else { 0.0 };
     (
@@ -713,11 +716,11 @@ fn rfc3339(t: SystemTime) -> String {
 /// The CUDA clock cross-check and the NVML telemetry of the median run, with any warning of
 /// any run.
 fn print_gpu_lines(r: &Record) {
-    let Some(median) = r.score.as_ref().and_then(|s| {
-        r.runs
-            .iter()
-            .min_by(|a, b| (a.mfu - s.mfu).abs().total_cmp(&(b.mfu - s.mfu).abs()))
-    }) else {
+    let Some(median) = r
+        .score
+        .as_ref()
+        .and_then(|s| r.runs.get(median_run(&r.runs, s.mfu)))
+    else {
         return;
     };
     if let Some(device_s) = median.device_s {

@@ -10,7 +10,7 @@ use clap::Args;
 use serde::Serialize;
 
 use crusades_gpu::cuda;
-use crusades_reference::device::ensure_cuda;
+use crusades_reference::device::{ensure_cuda, parse_device_spec};
 use crusades_results::record;
 use tch::Device;
 
@@ -119,19 +119,7 @@ impl<T: ToString> From<Result<T, String>> for Probe {
 
 pub fn run(args: HardwareArgs) -> anyhow::Result<u8> {
     let spec = args.device.trim().to_string();
-    let device = match spec.as_str() {
-        "cpu" => Device::Cpu,
-        s => match s
-            .strip_prefix("cuda")
-            .map(|r| r.strip_prefix(':').unwrap_or(r))
-        {
-            Some("") => Device::Cuda(0),
-            Some(i) => Device::Cuda(i.parse().map_err(|_| {
-                crate::InputError(format!("unknown device '{s}'; use cpu, cuda or cuda:N"))
-            })?),
-            None => crate::bail_input!("unknown device '{s}'; use cpu, cuda or cuda:N"),
-        },
-    };
+    let device = parse_device_spec(&spec)?;
     let ordinal = match device {
         Device::Cuda(i) => i,
         _ => 0,
@@ -251,17 +239,14 @@ fn gemm_probe(
     spinner.finish_and_clear();
     let samples = sampler.map(|s| s.map(Sampler::stop));
     let flops_per_s = products as f64 * 2.0 * (n as f64).powi(3) / seconds;
-    let per_clock = gpu.and_then(|g| {
-        let (per_sm, _) = peak::tensor_flops_per_clock_per_sm(g.compute_capability?, &g.name)?;
-        Some(f64::from(g.sm_count?) * per_sm)
-    });
+    let per_clock = gpu.and_then(peak::tensor_flops_per_clock);
     let telemetry = match (gpu, samples) {
         (Some(g), Some(Ok(samples))) => record::Telemetry::Measured(Box::new(
             telemetry::summarize(&g.uuid, &samples, Window { start_ns, end_ns }, 0, per_clock),
         )),
         (_, Some(Err(reason))) => record::Telemetry::Unavailable { reason },
         _ => record::Telemetry::Unavailable {
-            reason: "a CPU run: GPU telemetry (NVML) is recorded for CUDA runs".into(),
+            reason: super::bench::CPU_RUN_TELEMETRY.into(),
         },
     };
     let activity_ratio = telemetry

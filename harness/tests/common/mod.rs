@@ -5,16 +5,26 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
 
 use crusades_sandbox::runner::encode_component;
 
-fn root() -> PathBuf {
+/// The repository root.
+pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
         .to_path_buf()
+}
+
+/// Runs the `crusades` binary with `args`, its cache in `cache`.
+pub fn crusades(args: &[&str], cache: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_crusades"))
+        .args(args)
+        .env("CRUSADES_CACHE", cache)
+        .output()
+        .expect("the binary runs")
 }
 
 fn cargo_build(workspace: &Path) {

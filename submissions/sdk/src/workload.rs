@@ -51,6 +51,17 @@ impl From<raw::UploadTensor> for Upload {
 }
 
 impl Upload {
+    /// The same upload in new host tensors, so that it outlives the handles it was read from.
+    pub fn copy(&self) -> Result<Upload> {
+        Ok(Upload {
+            idx: self.idx.copy()?,
+            codes: self.codes.copy()?,
+            shift: self.shift.copy()?,
+            scale: self.scale.copy()?,
+            lookup: self.lookup.copy()?,
+        })
+    }
+
     fn view(&self) -> raw::UploadView<'_> {
         raw::UploadView {
             idx: &self.idx.0,
