@@ -184,3 +184,56 @@ fn ops_lists_the_registry_with_flop_formulas() {
     assert_eq!(matmul["flops"], "2·numel(out)·K");
     assert!(ops.len() > 100, "{} ops", ops.len());
 }
+
+/// The worker drops what it does not need before the guest runs: a descriptor the harness
+/// inherited does not reach it, and after its set-up it can no longer open a socket.
+#[test]
+fn the_worker_runs_the_guest_without_sockets_or_inherited_descriptors() {
+    use std::os::fd::AsRawFd;
+    let tmp = tempfile::tempdir().unwrap();
+    let component = common::baseline_component();
+    // A descriptor this test leaves open across exec, as a careless supervisor would.
+    let leaked = std::fs::File::create(tmp.path().join("leaked")).unwrap();
+    let fd = leaked.as_raw_fd();
+    // SAFETY: clears close-on-exec on a descriptor this test owns and keeps open.
+    unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFD);
+        assert!(flags >= 0);
+        assert_eq!(libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC), 0);
+    }
+    let o = crusades(
+        &[
+            "run",
+            component.to_str().unwrap(),
+            "--preset",
+            "tiny",
+            "--windows",
+            "1",
+            "--json",
+        ],
+        &tmp.path().join("cache"),
+    );
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let lockdown = &json(&o)["lockdown"];
+    assert_eq!(
+        lockdown["inherited_fds"],
+        serde_json::json!([]),
+        "{lockdown}"
+    );
+    let kernel_has_seccomp = std::fs::read_to_string("/proc/self/status")
+        .is_ok_and(|s| s.lines().any(|l| l.starts_with("Seccomp:")));
+    if kernel_has_seccomp && cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+        assert_eq!(lockdown["seccomp"], true, "{lockdown}");
+        assert_eq!(lockdown["socket_refused"], true, "{lockdown}");
+    } else {
+        // Where there is no seccomp, the worker says why and carries on.
+        let why = lockdown["seccomp_error"].as_str().unwrap_or_default();
+        assert!(!why.is_empty(), "{lockdown}");
+    }
+    drop(leaked);
+}

@@ -7,6 +7,8 @@
 //! - [`accounting`]: per-op calls, time, FLOPs and bytes, and window latencies;
 //! - [`session`]: one run's workload on the host side;
 //! - [`runner`]: load-time checks, a fresh store per run;
+//! - [`lockdown`]: what the worker gives up before the guest runs (inherited descriptors,
+//!   sockets, exec, new processes);
 //! - [`clock`]: the timed region, by the host clock and (on CUDA) by device events;
 //! - [`worker`]: the process boundary. The parent sends a job, a worker process runs it and
 //!   returns safetensors outputs and a JSON report; a crash there is a failed run here.
@@ -16,6 +18,7 @@ pub mod clock;
 pub mod failure;
 pub mod host;
 pub mod limits;
+pub mod lockdown;
 pub mod registry;
 pub mod runner;
 pub mod session;

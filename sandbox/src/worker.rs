@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::io::Read;
-use std::os::unix::process::ExitStatusExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -30,6 +30,7 @@ use crusades_reference::window::{self, Trainer};
 use crate::accounting::Profile;
 use crate::failure::{Failure, FailureCode};
 use crate::limits::Limits;
+use crate::lockdown::{self, LockdownReport};
 use crate::runner::Sandbox;
 use crate::session::{peer_upload_path, Session};
 
@@ -143,6 +144,9 @@ pub struct Report {
     pub peak_tensor_bytes: u64,
     pub peak_handles: u64,
     pub limits: Limits,
+    /// What the worker gave up before the guest ran ([`crate::lockdown`]).
+    #[serde(default)]
+    pub lockdown: LockdownReport,
 }
 
 impl Report {
@@ -163,6 +167,7 @@ impl Report {
             peak_tensor_bytes: 0,
             peak_handles: 0,
             limits: job.limits,
+            lockdown: LockdownReport::default(),
         }
     }
 }
@@ -222,6 +227,7 @@ fn load_corpus(job: &Job) -> Result<Corpus, Failure> {
 /// The worker's side: runs `job`, writes outputs and the report into `out`. An `Err` means no
 /// report could be written at all.
 pub fn serve(job_path: &Path, out: &Path) -> Result<(), String> {
+    let inherited_fds = lockdown::close_inherited_fds();
     let job: Job = std::fs::read(job_path)
         .map_err(|e| format!("{}: {e}", job_path.display()))
         .and_then(|b| {
@@ -229,6 +235,7 @@ pub fn serve(job_path: &Path, out: &Path) -> Result<(), String> {
         })?;
     std::fs::create_dir_all(out).map_err(|e| format!("{}: {e}", out.display()))?;
     let mut report = Report::for_job(&job);
+    report.lockdown.inherited_fds = inherited_fds;
     if let Err(f) = execute(&job, out, &mut report) {
         report.failure = Some(f);
     }
@@ -390,6 +397,9 @@ fn wasm(
     let session = Session::new(&job.config, corpus, &job.workload_dir, device)?;
     synchronize(device);
     report.timing.setup_s = start.elapsed().as_secs_f64();
+    // Everything the run needs from outside is loaded: from here the worker needs no new
+    // sockets, programs or processes.
+    lockdown::restrict_syscalls(&mut report.lockdown);
     let run = sandbox.run(&compiled, session, job.limits);
     let run = run?;
     report.timing.instantiate_s = run.instantiate_s;
@@ -488,7 +498,13 @@ pub fn spawn(exe: &Path, job: &Job, out: &Path) -> Result<WorkerResult, Failure>
     let log = std::fs::File::create(&log_path)
         .map_err(|e| Failure::internal(format!("cannot create {}: {e}", log_path.display())))?;
     let start = Instant::now();
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    // SAFETY: the hook only marks descriptors close-on-exec (async-signal-safe syscalls), so
+    // the worker starts with nothing of the parent's but stdio.
+    unsafe {
+        command.pre_exec(|| lockdown::cloexec_above_stdio());
+    }
+    let mut child = command
         .arg("__worker")
         .arg("--job")
         .arg(&job_path)

@@ -327,6 +327,46 @@ pub fn evaluate(args: &BenchArgs) -> anyhow::Result<Record> {
     Ok(finish(record, started))
 }
 
+/// What `evaluate` caches before any submission runs: the CPU peak calibration, the workload and
+/// the reference outputs. Run first, it makes every later evaluation's time its submission's
+/// own (the corpus bounds each case's time to verdict).
+pub fn prepare_caches(args: &BenchArgs) -> anyhow::Result<()> {
+    let device = crate::commands::setup_device(&args.device, None)?;
+    let (config, _) = args.workload.resolve()?;
+    let exe = std::env::current_exe()?;
+    let cache = workload::cache_dir(args.cache.as_deref());
+    let hw = hardware::detect(device);
+    peak::resolve(device, &hw, args.peak_tflops, &cache, args.recalibrate)?;
+    let workload_dir = workload::prepare(
+        &exe,
+        &cache,
+        &config,
+        &args.workload,
+        &args.device,
+        args.threads,
+        !args.json,
+    )?;
+    let job = Job {
+        program: Program::Reference,
+        config,
+        corpus_file: args
+            .workload
+            .corpus
+            .as_ref()
+            .map(|p| p.canonicalize())
+            .transpose()?,
+        token_dtype: args.workload.token_dtype.clone(),
+        workload_dir,
+        device: args.device.clone(),
+        limits: Limits::default(),
+        threads: args.threads,
+        grace_s: worker::DEFAULT_GRACE_S,
+        snapshots: false,
+    };
+    reference_outputs(&exe, &cache, &job, workload::device_kind(&args.device))?;
+    Ok(())
+}
+
 /// Fills in the verdict and the evaluation's cost.
 fn finish(mut record: Record, started: Instant) -> Record {
     let failed_gate = gates::first_failure(&record.gates).map(|g| g.code.as_str().to_string());
