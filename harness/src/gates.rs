@@ -33,6 +33,8 @@ pub struct Thresholds {
     /// Smallest (fraction of parameters changed from θ0) / (the reference's fraction), over all
     /// of θ and for each tensor.
     pub params_changed_ratio: f64,
+    /// Smallest cosine, over tensors, between the run's update θ − θ0 and the reference's.
+    pub update_cosine: f64,
     /// Smallest HFU / MFU: the host must have executed at least the model's FLOPs.
     pub hfu_over_mfu: f64,
     /// Largest plausible MFU.
@@ -71,6 +73,10 @@ impl Default for Thresholds {
             // Crusades' min_params_changed_ratio. Honest runs change every parameter (weight
             // decay alone moves each one).
             params_changed_ratio: 0.75,
+            // bf16: 0.890 (small, the embedding); 0.956 (tiny). 3× the shortfall from 1 is
+            // 0.67; 0.6 leaves a little more for longer runs. A tensor that decays but is never
+            // updated: 0.013 (tiny).
+            update_cosine: 0.6,
             // Executed FLOPs can exceed model FLOPs (recompute, compression) but never fall
             // short of them. bf16: 1.025; the baseline: 1.036 (small).
             hfu_over_mfu: 1.0,
@@ -377,6 +383,21 @@ pub fn evaluate(
         t.params_changed_ratio,
     ));
 
+    let mut direction = Worst::new(false);
+    for (r, m) in runs_of() {
+        let (cosine, tensor) = &m.update_cosine;
+        // Infinite: no tensor was judged (the reference moved none).
+        if !cosine.is_infinite() {
+            direction.see(*cosine, || format!("run {r}: {tensor}"));
+        }
+    }
+    gates.push(direction.gate(
+        GateCode::UpdateDirection,
+        "cos(θ − θ0, θ_ref − θ0) of the worst tensor",
+        Comparison::AtLeast,
+        t.update_cosine,
+    ));
+
     let mut hfu = Worst::new(false);
     let mut mfu = Worst::new(true);
     for (i, run) in runs.iter().enumerate() {
@@ -515,6 +536,7 @@ mod tests {
             weight_error_tensor: (0.0, "a".into()),
             changed_fraction: 1.0,
             changed_tensor: (1.0, "a".into()),
+            update_cosine: (1.0, "a".into()),
         }
     }
 
@@ -608,6 +630,11 @@ mod tests {
                 Box::new(|m| m.changed_tensor = (0.0, "layers.0.wq".into())),
                 (0.3, 0.4),
             ),
+            (
+                GateCode::UpdateDirection,
+                Box::new(|m| m.update_cosine = (0.01, "layers.0.wq".into())),
+                (0.3, 0.4),
+            ),
             (GateCode::HfuBelowMfu, Box::new(|_| {}), (0.3, 0.2)),
             (GateCode::MfuImplausible, Box::new(|_| {}), (0.9, 1.0)),
         ];
@@ -650,7 +677,7 @@ mod tests {
         assert_eq!(t.loss_abs, 0.25);
         assert!(t.set("loss=1").unwrap_err().contains("loss_abs"));
         assert!(t.set("loss_abs=x").is_err());
-        assert_eq!(t.as_map().len(), 11);
+        assert_eq!(t.as_map().len(), 12);
         t.set("timer_divergence=0.01").unwrap();
         assert_eq!(t.timer_divergence, 0.01);
     }

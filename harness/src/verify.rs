@@ -52,6 +52,11 @@ pub struct Measurements {
     /// The tensor whose changed fraction is the smallest share of the reference's, and that
     /// share: a tensor left at θ0 (frozen) reads 0 however small it is.
     pub changed_tensor: (f64, String),
+    /// The smallest cosine, over tensors, between this run's update θ − θ0 and the reference's
+    /// θ_ref − θ0, and its tensor. A tensor that only decays changes every element (so the
+    /// changed fraction misses it) and stays about as far from θ_ref as θ0 is (so the weight
+    /// error, normalised by the update, reads about 1), but it points the wrong way.
+    pub update_cosine: (f64, String),
 }
 
 /// Problems reading outputs are the harness's (the worker wrote them), so they are plain errors.
@@ -96,6 +101,14 @@ fn scalar(t: &Tensor) -> Result<f64> {
 fn sum_sq(t: &Tensor) -> Result<f64> {
     let t = t.f_to_kind(Kind::Double)?;
     scalar(&t.f_mul(&t)?.f_sum(Kind::Double)?)
+}
+
+fn dot(a: &Tensor, b: &Tensor) -> Result<f64> {
+    scalar(
+        &a.f_to_kind(Kind::Double)?
+            .f_mul(&b.f_to_kind(Kind::Double)?)?
+            .f_sum(Kind::Double)?,
+    )
 }
 
 fn all_finite(t: &Tensor) -> Result<bool> {
@@ -314,6 +327,7 @@ impl Verifier {
         }
         let (mut num, mut den) = (0.0, 0.0);
         let mut worst = (0.0f64, String::new());
+        m.update_cosine = (f64::INFINITY, String::new());
         for (((name, t), r), t0) in self
             .names
             .iter()
@@ -322,12 +336,26 @@ impl Verifier {
             .zip(&self.theta0)
         {
             let diff = sum_sq(&t.f_sub(r)?)?;
-            let update = sum_sq(&r.f_sub(t0)?)?;
+            let reference_update = r.f_sub(t0)?;
+            let update = sum_sq(&reference_update)?;
             num += diff;
             den += update;
             let ratio = relative(diff, update);
             if ratio.is_nan() || ratio > worst.0 {
                 worst = (ratio, name.clone());
+            }
+            // A tensor the reference did not move says nothing about direction.
+            if update > 0.0 {
+                let own_update = t.f_sub(t0)?;
+                let norms = (sum_sq(&own_update)? * update).sqrt();
+                let cosine = if norms > 0.0 {
+                    dot(&own_update, &reference_update)? / norms
+                } else {
+                    0.0
+                };
+                if cosine.is_nan() || cosine < m.update_cosine.0 {
+                    m.update_cosine = (cosine, name.clone());
+                }
             }
         }
         m.weight_error = relative(num, den);

@@ -355,6 +355,9 @@ pub enum GateCode {
     WeightErrorTensor,
     /// Too few parameters changed from θ0.
     ParamsChanged,
+    /// A tensor moved from θ0 in another direction than the reference's update (decayed but
+    /// never updated, or updated the wrong way).
+    UpdateDirection,
     /// The host executed fewer FLOPs than the model needs.
     HfuBelowMfu,
     /// The MFU is above what the hardware can plausibly reach.
@@ -366,7 +369,7 @@ pub enum GateCode {
 }
 
 impl GateCode {
-    pub const ALL: [GateCode; 13] = [
+    pub const ALL: [GateCode; 14] = [
         GateCode::NanInf,
         GateCode::TokenCount,
         GateCode::LossMismatch,
@@ -376,6 +379,7 @@ impl GateCode {
         GateCode::WeightError,
         GateCode::WeightErrorTensor,
         GateCode::ParamsChanged,
+        GateCode::UpdateDirection,
         GateCode::HfuBelowMfu,
         GateCode::MfuImplausible,
         GateCode::TensorActivity,
@@ -393,6 +397,7 @@ impl GateCode {
             GateCode::WeightError => "weight-error",
             GateCode::WeightErrorTensor => "weight-error-tensor",
             GateCode::ParamsChanged => "params-changed",
+            GateCode::UpdateDirection => "update-direction",
             GateCode::HfuBelowMfu => "hfu-below-mfu",
             GateCode::MfuImplausible => "mfu-implausible",
             GateCode::TensorActivity => "tensor-activity",
