@@ -211,8 +211,8 @@ impl CompressedTensor {
             return bad("shift and scale must be scalars".into());
         }
         let (lo, hi) = (
-            self.idx.f_min()?.int64_value(&[]),
-            self.idx.f_max()?.int64_value(&[]),
+            self.idx.f_min()?.f_int64_value(&[])?,
+            self.idx.f_max()?.f_int64_value(&[])?,
         );
         if lo < 0 || hi >= g.chunk_len() {
             return bad(format!(
@@ -220,9 +220,25 @@ impl CompressedTensor {
                 g.chunk_len()
             ));
         }
-        let max_code = self.codes.f_max()?.int64_value(&[]);
+        let max_code = self.codes.f_max()?.f_int64_value(&[])?;
         if max_code >= bins {
             return bad(format!("code {max_code} is outside the {bins} bins"));
+        }
+        // Strictly ascending within each chunk, as the contract says: a repeated index would
+        // count one coefficient's overlap twice and decode as a sum the compressor never made.
+        let k = self.k();
+        if k > 1 {
+            let (later, earlier) = (
+                self.idx.f_narrow(1, 1, k - 1)?,
+                self.idx.f_narrow(1, 0, k - 1)?,
+            );
+            let out_of_order = later.f_le_tensor(&earlier)?;
+            let count = out_of_order.f_sum(tch::Kind::Int64)?.f_int64_value(&[])?;
+            if count > 0 {
+                return bad(format!(
+                    "{count} indices are not above the one before them; within a chunk indices must be strictly ascending (unique and sorted)"
+                ));
+            }
         }
         Ok(())
     }
@@ -620,5 +636,31 @@ mod tests {
         ct.idx = ct.idx.f_add_scalar(40).unwrap();
         let e = ct.validate("t", 256).unwrap_err().to_string();
         assert!(e.contains("outside the chunk"), "{e}");
+    }
+
+    #[test]
+    fn validate_requires_unique_ascending_indices_within_a_chunk() {
+        let mut c = cpu();
+        let honest = c.compress(&randn(&[64, 64], 7)).unwrap();
+        honest.validate("t", 256).unwrap();
+        assert!(honest.k() > 1);
+        let copy = |ct: &CompressedTensor| CompressedTensor {
+            geometry: ct.geometry.clone(),
+            idx: ct.idx.copy(),
+            codes: ct.codes.copy(),
+            shift: ct.shift.copy(),
+            scale: ct.scale.copy(),
+            lookup: ct.lookup.copy(),
+        };
+        // The second index of every chunk repeats the first.
+        let dup = copy(&honest);
+        let first = dup.idx.f_narrow(1, 0, 1).unwrap();
+        dup.idx.f_narrow(1, 1, 1).unwrap().f_copy_(&first).unwrap();
+        let e = dup.validate("t", 256).unwrap_err().to_string();
+        assert!(e.contains("strictly ascending"), "{e}");
+        // Descending order, every index still unique and in range.
+        let mut flipped = copy(&honest);
+        flipped.idx = flipped.idx.f_flip([1]).unwrap();
+        assert!(flipped.validate("t", 256).is_err());
     }
 }

@@ -35,7 +35,10 @@ impl Default for Limits {
             guest_memory_bytes: 512 << 20,
             tensor_bytes: default_tensor_bytes(),
             max_ops: 50_000_000,
-            max_handles: 1 << 20,
+            // Honest peaks (θ, momentum, uploads, the peers'): 547 handles on tiny and 2,254 on
+            // small (8 layers, 4 peers) for submissions/fast; 1b's 16 layers hold about twice
+            // small's. 2¹⁶ leaves over 10× that, and a leak ends in seconds.
+            max_handles: 1 << 16,
         }
     }
 }

@@ -207,6 +207,15 @@ impl Sandbox {
         let device = session.device;
         let mut store = Store::new(&self.engine, State::new(session, limits));
         store.limiter(|s| &mut s.limiter);
+        // wasmtime caps a store's live component handles (100,000 by default), and that trap
+        // would read as a stale handle. Set it above max_handles, with room for the borrows of
+        // one call's arguments (never more than the handles owned), so ours is what ends it.
+        store.set_max_component_handles(
+            usize::try_from(limits.max_handles)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(2)
+                .saturating_add(1024),
+        );
         store
             .set_fuel(limits.fuel)
             .map_err(|e| Failure::internal(format!("cannot set fuel: {e:#}")))?;
@@ -310,6 +319,13 @@ fn classify_trap(state: &State, e: wasmtime::Error) -> Failure {
             format!("the run took longer than {} s (limit timeout_s)", state.limits.timeout_s),
         ),
         Some(trap) => Failure::new(FailureCode::GuestTrap, format!("the guest trapped: {trap} ({text})")),
+        None if text.contains("store handle limit exceeded") => Failure::new(
+            FailureCode::HandleLimit,
+            format!(
+                "the guest holds more component handles than the store allows (limit max_handles = {}): {text}",
+                state.limits.max_handles
+            ),
+        ),
         None if text.contains("handle") => Failure::new(
             FailureCode::BadHandle,
             format!("the guest used a tensor handle that is not live in this run: {text}"),
