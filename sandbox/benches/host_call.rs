@@ -26,7 +26,7 @@ fn main() {
         let run = sandbox.run(&compiled, session, Limits::default()).unwrap();
         let profile = run.state.accounting.report();
         assert_eq!(profile.total_calls, calls, "the guest made every call");
-        ns.push(run.guest_s * 1e9 / calls as f64);
+        ns.push(run.time.wall_s * 1e9 / calls as f64);
     }
     let n = ns.len() as f64;
     let mean = ns.iter().sum::<f64>() / n;

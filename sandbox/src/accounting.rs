@@ -46,7 +46,8 @@ impl Accounting {
         c.calls += 1;
         c.nanos += elapsed.as_nanos() as u64;
         c.flops += flops;
-        c.bytes += bytes;
+        // An expanded view's bytes saturate at u64::MAX: so does the total.
+        c.bytes = c.bytes.saturating_add(bytes);
     }
 
     pub fn record_window(&mut self, latency: Duration) {

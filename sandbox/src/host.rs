@@ -19,7 +19,7 @@ use crusades_reference::model::detached_copy;
 use crate::accounting::{Accounting, Phase};
 use crate::failure::{Failure, FailureCode};
 use crate::limits::Limits;
-use crate::registry::{self, Args, Code, Ctx, Flops, OpError, Value, REGISTRY};
+use crate::registry::{self, Args, Bound, Code, Ctx, Flops, OpError, Value, REGISTRY};
 use crate::session::{Session, Submitted};
 
 mod bindings {
@@ -31,9 +31,10 @@ mod bindings {
     });
 }
 
-use bindings::crusades::submission::tensors as wit;
-use bindings::crusades::submission::workload as wl;
 pub use bindings::{Submission, SubmissionPre};
+// The contract's host traits and types, for tests that drive the host as a guest would.
+#[doc(hidden)]
+pub use bindings::crusades::submission::{tensors as wit, workload as wl};
 
 /// A live tensor behind a guest handle, with the bytes it is charged.
 pub struct TensorEntry {
@@ -41,9 +42,12 @@ pub struct TensorEntry {
     bytes: u64,
 }
 
-/// Bytes charged for a tensor: numel × element size (a view counts in full).
+/// Bytes charged for a tensor: numel × element size, a view in full and an empty tensor as if
+/// its 0-sized dims were 1 ([`registry::charged_elements`]). Saturating: an expanded view's
+/// count can pass 2⁶⁴ (2⁶² f32 elements), and a wrapped count would charge it next to nothing.
 pub fn charged_bytes(t: &Tensor) -> u64 {
-    t.numel() as u64 * t.kind().elt_size_in_bytes() as u64
+    let elt = t.f_kind().map_or(8, |k| k.elt_size_in_bytes() as u64);
+    registry::charged_elements(&t.size()).map_or(u64::MAX, |n| n.saturating_mul(elt))
 }
 
 fn kind_of(d: wit::Dtype) -> Kind {
@@ -287,10 +291,35 @@ impl State {
             let (live, cap) = (self.live_bytes, self.limits.tensor_bytes);
             return self.breach(
                 FailureCode::TensorMemoryLimit,
-                format!("a new tensor of {bytes} bytes would bring live tensors to {} bytes, past the limit of {cap} (limit tensor_bytes)", live + bytes),
+                format!("a new tensor of {bytes} bytes would bring live tensors to {} bytes, past the limit of {cap} (limit tensor_bytes)", live.saturating_add(bytes)),
             );
         }
         Ok(())
+    }
+
+    /// Ends the run when what an op may allocate and return ([`Bound`]) would take live
+    /// tensors or handles past their limits: before libtorch allocates it, so that a huge
+    /// output fails here, by its limit, and not inside libtorch or by the OOM killer.
+    fn reserve(&mut self, op: &str, bound: Bound) -> wasmtime::Result<()> {
+        if self.live_handles.saturating_add(bound.tensors) > self.limits.max_handles {
+            let (n, live, cap) = (bound.tensors, self.live_handles, self.limits.max_handles);
+            return self.breach(
+                FailureCode::HandleLimit,
+                format!("{op} would return {n} tensors to the {live} live handles the guest holds, more than {cap} (limit max_handles); drop the ones it no longer needs"),
+            );
+        }
+        let (live, cap) = (self.live_bytes, self.limits.tensor_bytes);
+        match bound.bytes {
+            Some(bytes) if live.saturating_add(bytes) <= cap => Ok(()),
+            Some(bytes) => self.breach(
+                FailureCode::TensorMemoryLimit,
+                format!("{op} may allocate up to {bytes} bytes, which would bring live tensors to {} bytes, past the limit of {cap} (limit tensor_bytes)", live.saturating_add(bytes)),
+            ),
+            None => self.breach(
+                FailureCode::TensorMemoryLimit,
+                format!("{op} would allocate more than 2^64 bytes (its output's size overflows), past the limit of {cap} (limit tensor_bytes)"),
+            ),
+        }
     }
 
     fn push(&mut self, tensor: Tensor) -> wasmtime::Result<Resource<TensorEntry>> {
@@ -325,6 +354,20 @@ impl State {
         })
     }
 
+    /// The bound `call` holds op `id` to with these arguments, without running it; `None` when
+    /// no such op exists, a handle is not live, or the op refuses the arguments' kinds.
+    #[doc(hidden)]
+    pub fn bound_of(&self, id: u32, args: Vec<wit::Arg>) -> Option<Bound> {
+        let op = REGISTRY.get(id as usize)?;
+        let values = args
+            .into_iter()
+            .map(|a| self.value(a))
+            .collect::<wasmtime::Result<Vec<_>>>()
+            .ok()?;
+        op.check(&values).ok()?;
+        Some(op.bound(&Args { values }))
+    }
+
     fn refuse(&mut self, op: &str, e: OpError) -> wit::OpError {
         let e = OpError::new(e.code, format!("{op}: {}", e.message));
         self.last_op_error = Some(e.clone());
@@ -339,11 +382,17 @@ impl State {
         shape: &[i64],
     ) -> wasmtime::Result<Result<Resource<TensorEntry>, wit::OpError>> {
         self.tick()?;
-        let numel: Option<u64> = shape.iter().try_fold(1u64, |n, &d| {
-            u64::try_from(d).ok().and_then(|d| n.checked_mul(d))
-        });
+        let numel = registry::charged_elements(shape)
+            .filter(|_| shape.len() <= registry::MAX_DIMS && shape.iter().all(|&d| d >= 0));
         let Some(numel) = numel else {
-            let e = OpError::new(Code::BadArguments, format!("invalid shape {shape:?}"));
+            let e = OpError::new(
+                Code::BadArguments,
+                format!(
+                    "invalid shape {:?}{}",
+                    &shape[..shape.len().min(8)],
+                    if shape.len() > 8 { " …" } else { "" }
+                ),
+            );
             return Ok(Err(self.refuse(what, e)));
         };
         self.charge(numel.saturating_mul(T::KIND.elt_size_in_bytes() as u64))?;
@@ -501,6 +550,22 @@ impl wit::Host for State {
             );
             return Ok(Err(self.refuse("call", e)));
         };
+        // Resolving a handle costs a host allocation, so a list is refused before that when it
+        // names more tensors than the guest may even hold (the same handle may repeat).
+        let listed = args.iter().fold(0usize, |n, a| match a {
+            wit::Arg::Tensors(rs) => n.saturating_add(rs.len()),
+            _ => n,
+        });
+        if listed as u64 > self.limits.max_handles {
+            let e = OpError::new(
+                Code::BadArguments,
+                format!(
+                    "the arguments list {listed} tensors; a call takes at most {} (limit max_handles)",
+                    self.limits.max_handles
+                ),
+            );
+            return Ok(Err(self.refuse(op.name, e)));
+        }
         let values = args
             .into_iter()
             .map(|a| self.value(a))
@@ -509,6 +574,7 @@ impl wit::Host for State {
             return Ok(Err(self.refuse(op.name, e)));
         }
         let args = Args { values };
+        self.reserve(op.name, op.bound(&args))?;
         let start = Instant::now();
         let result = (op.exec)(&mut self.ctx, &args);
         let elapsed = start.elapsed();
@@ -516,14 +582,21 @@ impl wit::Host for State {
             Ok(outputs) => outputs,
             Err(e) => return Ok(Err(self.refuse(op.name, e))),
         };
-        if let Some(bad) = outputs.iter().find(|t| dtype_of(t.kind()).is_none()) {
-            let e = OpError::new(
-                Code::OpFailed,
-                format!(
-                    "produced a {:?} tensor, which the contract has no dtype for; cast first",
-                    bad.kind()
-                ),
-            );
+        // Every later step reads the outputs' metadata, which tch unwraps: an undefined tensor
+        // or one of a kind tch does not know would panic there.
+        let unfit = outputs.iter().find_map(|t| match t.f_kind() {
+            _ if !t.defined() => Some("an undefined tensor".to_string()),
+            _ if t.size().iter().any(|&d| d < 0) => {
+                Some(format!("a tensor of shape {:?}", t.size()))
+            }
+            Ok(k) if dtype_of(k).is_some() => None,
+            Ok(k) => Some(format!(
+                "a {k:?} tensor, which the contract has no dtype for; cast first"
+            )),
+            Err(_) => Some("a tensor of a dtype tch does not know".to_string()),
+        });
+        if let Some(what) = unfit {
+            let e = OpError::new(Code::OpFailed, format!("produced {what}"));
             return Ok(Err(self.refuse(op.name, e)));
         }
         let mut flops = registry::flops(op, &args, &outputs);
@@ -534,7 +607,11 @@ impl wit::Host for State {
             self.graph_flops += flops;
         }
         self.count_tokens(op, &args, &outputs);
-        let bytes = args.tensors().chain(&outputs).map(charged_bytes).sum();
+        let bytes = args
+            .tensors()
+            .chain(&outputs)
+            .map(charged_bytes)
+            .fold(0u64, u64::saturating_add);
         self.accounting
             .record_op(id as usize, elapsed, flops, bytes);
         drop(args);
@@ -564,7 +641,7 @@ impl wit::Host for State {
     fn item(&mut self, t: Resource<TensorEntry>) -> wasmtime::Result<Result<f64, wit::OpError>> {
         self.tick()?;
         let t = self.tensor(&t)?;
-        if t.numel() != 1 {
+        if t.size().iter().any(|&d| d != 1) {
             let e = OpError::new(
                 Code::ShapeMismatch,
                 format!("item needs a one-element tensor, got shape {:?}", t.size()),

@@ -1,13 +1,20 @@
 //! The op registry: every tensor op a submission can call, each one entry with its name, its
-//! parameters (checked before it runs), its FLOP formula and its executor over tch.
+//! parameters (checked before it runs), its FLOP formula, a bound on what it allocates (checked
+//! against the limits before it runs, `bound.rs`) and its executor over tch.
 //!
 //! Adding an op is adding one [`Op`] to [`REGISTRY`]. Executors call only the fallible `f_`
-//! forms of tch, so whatever a guest hands in, libtorch's refusal becomes an [`OpError`] and
-//! never a panic. Creation ops take the run's device from [`Ctx`]; a guest cannot name one.
+//! forms of tch, and for the ops that pass libtorch a scalar the wrappers in `scalar.rs` (tch's
+//! own panic when libtorch refuses the call), so whatever a guest hands in, libtorch's refusal
+//! becomes an [`OpError`] and never a panic; tests/fuzz_registry.rs holds them to it. Creation
+//! ops take the run's device from [`Ctx`]; a guest cannot name one.
 
 use std::fmt;
 
 use tch::{Device, Kind, Reduction, Tensor};
+
+mod bound;
+mod scalar;
+pub use bound::{numel_of as charged_elements, Alloc, Bound};
 
 /// Why an op refused to run. Mirrors the contract's `error-code`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -175,6 +182,9 @@ const fn opt(name: &'static str, kind: ParamKind) -> Param {
 
 use ParamKind as K;
 
+/// The longest shape or dim list an op takes.
+pub const MAX_DIMS: usize = 64;
+
 /// How an op's FLOPs are counted. Hardware FLOPs (HFU) are the sum over executed ops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flops {
@@ -228,12 +238,23 @@ impl Ctx {
     }
 }
 
+impl Drop for Ctx {
+    /// Each guard restores the grad mode it found, so they must go innermost first: dropped in
+    /// the Vec's order, the outermost would restore "enabled" and the next one "disabled" again,
+    /// leaving this thread without autograd after a run that ended inside a no-grad scope.
+    fn drop(&mut self) {
+        while self.no_grad.pop().is_some() {}
+    }
+}
+
 pub type Exec = fn(&mut Ctx, &Args) -> OpResult<Vec<Tensor>>;
 
 pub struct Op {
     pub name: &'static str,
     pub params: &'static [Param],
     pub flops: Flops,
+    /// What its outputs may allocate, known before it runs (`bound.rs`).
+    pub alloc: Alloc,
     pub exec: Exec,
 }
 
@@ -266,10 +287,24 @@ impl Op {
                         v.kind_name()
                     )))
                 }
+                // Every ints parameter is a shape or a list of dims: a longer one only makes
+                // libtorch build (and the host keep) metadata the size of the list.
+                Some(Value::Ints(v)) if v.len() > MAX_DIMS => {
+                    return Err(bad(format!(
+                        "argument {i} ({}) lists {} values; shapes and dim lists have at most {MAX_DIMS}",
+                        param.name,
+                        v.len()
+                    )))
+                }
                 Some(_) => {}
             }
         }
         Ok(())
+    }
+
+    /// An upper bound on what a call allocates, from its arguments' metadata alone.
+    pub fn bound(&self, args: &Args) -> Bound {
+        bound::bound(self.alloc, args)
     }
 
     /// `name(a: tensor, b: tensor|float, dim: int?)`.
@@ -568,7 +603,7 @@ fn binary(
 fn binary_(
     a: &Args,
     tensor: fn(&mut Tensor, &Tensor) -> Result<Tensor, tch::TchError>,
-    scalar: fn(&mut Tensor, f64) -> Result<Tensor, tch::TchError>,
+    scalar: fn(&Tensor, f64) -> Result<Tensor, tch::TchError>,
 ) -> OpResult<Vec<Tensor>> {
     let mut x = a.t(0)?.shallow_clone();
     match a.operand(1)? {
@@ -577,7 +612,7 @@ fn binary_(
             let _ = tensor(&mut x, y)?;
         }
         Operand::Scalar(s) => {
-            let _ = scalar(&mut x, s)?;
+            let _ = scalar(&x, s)?;
         }
     }
     none()
@@ -616,20 +651,18 @@ fn scatter_reduce(a: &Args) -> OpResult<Vec<Tensor>> {
     let out = match (how, include_self) {
         ("sum", true) => x.f_add(&sums)?,
         ("sum", false) => {
-            let hit = zeros
-                .f_scatter_add(dim, idx, &src.f_ones_like()?)?
-                .f_gt(0.0)?;
+            let hit = scalar::gt(&zeros.f_scatter_add(dim, idx, &src.f_ones_like()?)?, 0.0)?;
             sums.f_where_self(&hit, x)?
         }
         ("mean", _) => {
             let counts = zeros.f_scatter_add(dim, idx, &src.f_ones_like()?)?;
-            let hit = counts.f_gt(0.0)?;
+            let hit = scalar::gt(&counts, 0.0)?;
             let (sums, counts) = if include_self {
-                (sums.f_add(x)?, counts.f_add_scalar(1.0)?)
+                (sums.f_add(x)?, scalar::add(&counts, 1.0)?)
             } else {
                 (sums, counts)
             };
-            sums.f_div(&counts.f_clamp_min(1.0)?)?
+            sums.f_div(&scalar::clamp_min(&counts, 1.0)?)?
                 .f_where_self(&hit, x)?
         }
         (other, _) => {
@@ -647,8 +680,8 @@ fn norm(a: &Args) -> OpResult<Vec<Tensor>> {
     let keepdim = a.flag_or(3, false)?;
     one(match a.opt_ints(2)? {
         None if p == 2.0 => x.f_norm()?,
-        None => x.f_flatten(0, -1)?.f_norm_scalaropt_dim(p, [0], false)?,
-        Some(dims) => x.f_norm_scalaropt_dim(p, dims, keepdim)?,
+        None => scalar::norm(&x.f_flatten(0, -1)?, p, &[0], false)?,
+        Some(dims) => scalar::norm(x, p, dims, keepdim)?,
     })
 }
 
@@ -661,27 +694,15 @@ fn einsum(a: &Args) -> OpResult<Vec<Tensor>> {
     one(Tensor::f_einsum(eq, ts, None::<&[i64]>)?)
 }
 
+/// From the equation resolved as libtorch does: labels after an ellipsis take the dims after
+/// the ones it spans, a label of size 1 broadcasts, and an implicit output keeps the labels
+/// used once.
 fn einsum_flops(args: &Args) -> f64 {
     let (Ok(eq), Ok(ts)) = (args.text_or(0, ""), args.ts(1)) else {
         return 0.0;
     };
-    let (inputs, output) = eq.split_once("->").unwrap_or((eq, ""));
-    let mut sizes: Vec<(char, i64)> = Vec::new();
-    for (spec, t) in inputs.split(',').zip(ts) {
-        let dims = t.size();
-        for (c, d) in spec.trim().chars().filter(|c| c.is_alphabetic()).zip(dims) {
-            if !sizes.iter().any(|(x, _)| *x == c) {
-                sizes.push((c, d));
-            }
-        }
-    }
-    let all: f64 = sizes.iter().map(|(_, d)| *d as f64).product();
-    let summed = sizes.iter().any(|(c, _)| !output.contains(*c));
-    if summed {
-        2.0 * all
-    } else {
-        all
-    }
+    let shapes: Vec<Vec<i64>> = ts.iter().map(Tensor::size).collect();
+    bound::Einsum::parse(eq, &shapes).map_or(0.0, |e| e.flops())
 }
 
 fn sdpa(a: &Args) -> OpResult<Vec<Tensor>> {
@@ -705,8 +726,10 @@ fn sdpa(a: &Args) -> OpResult<Vec<Tensor>> {
     )?)
 }
 
+/// Elements of `t`, in f64: tch's `numel` multiplies the sizes in i64, which overflows for a
+/// tensor with a 0 among huge sizes (and then panics in a debug build).
 fn numel(t: &Tensor) -> f64 {
-    t.numel() as f64
+    t.size().iter().map(|&d| d as f64).product()
 }
 
 /// FLOPs of one call. `Backward` is the host's to count (it needs the graph's history).
@@ -739,17 +762,19 @@ pub fn flops(op: &Op, args: &Args, outputs: &[Tensor]) -> f64 {
             if sq.len() != 4 || sk.len() != 4 {
                 return 0.0;
             }
-            4.0 * (sq[0] * sq[1] * sq[2]) as f64 * sk[2] as f64 * sq[3] as f64
+            // In f64: the sizes' product overflows i64 when one of the others is 0.
+            4.0 * sq[0] as f64 * sq[1] as f64 * sq[2] as f64 * sk[2] as f64 * sq[3] as f64
         }
     }
 }
 
 macro_rules! op {
-    ($name:literal, [$($param:expr),* $(,)?], $flops:expr, $exec:expr) => {
-        Op { name: $name, params: &[$($param),*], flops: $flops, exec: $exec }
+    ($name:literal, [$($param:expr),* $(,)?], $flops:expr, $alloc:expr, $exec:expr) => {
+        Op { name: $name, params: &[$($param),*], flops: $flops, alloc: $alloc, exec: $exec }
     };
 }
 
+use Alloc as A;
 use Flops::{Attention, Backward, Contraction, PerElement, PerInput, Zero};
 
 /// Every op a submission can call. Names follow PyTorch; a trailing `_` marks an in-place op.
@@ -759,6 +784,7 @@ pub static REGISTRY: &[Op] = &[
         "zeros",
         [p("shape", K::Ints), opt("dtype", K::Dtype)],
         Zero,
+        A::Rule(|a| bound::creation(a, 0, 1, Kind::Float)),
         |c, a| {
             one(Tensor::f_zeros(
                 shape_of(a.ints(0)?)?,
@@ -770,6 +796,7 @@ pub static REGISTRY: &[Op] = &[
         "ones",
         [p("shape", K::Ints), opt("dtype", K::Dtype)],
         Zero,
+        A::Rule(|a| bound::creation(a, 0, 1, Kind::Float)),
         |c, a| {
             one(Tensor::f_ones(
                 shape_of(a.ints(0)?)?,
@@ -785,8 +812,9 @@ pub static REGISTRY: &[Op] = &[
             opt("dtype", K::Dtype)
         ],
         Zero,
+        A::Rule(|a| bound::creation(a, 0, 2, Kind::Float)),
         |c, a| {
-            one(Tensor::f_full(
+            one(scalar::full(
                 shape_of(a.ints(0)?)?,
                 a.float(1)?,
                 (a.opt_dtype(2)?.unwrap_or(Kind::Float), c.device),
@@ -797,8 +825,9 @@ pub static REGISTRY: &[Op] = &[
         "arange",
         [p("end", K::Int), opt("dtype", K::Dtype)],
         Zero,
+        A::Rule(bound::arange),
         |c, a| {
-            one(Tensor::f_arange(
+            one(scalar::arange(
                 a.int(0)?,
                 (a.opt_dtype(1)?.unwrap_or(Kind::Int64), c.device),
             )?)
@@ -808,6 +837,7 @@ pub static REGISTRY: &[Op] = &[
         "eye",
         [p("n", K::Int), opt("dtype", K::Dtype)],
         Zero,
+        A::Rule(bound::eye),
         |c, a| {
             one(Tensor::f_eye(
                 a.int(0)?,
@@ -815,27 +845,35 @@ pub static REGISTRY: &[Op] = &[
             )?)
         }
     ),
-    op!("zeros_like", [p("self", K::Tensor)], Zero, |_, a| unary(
-        a,
-        Tensor::f_zeros_like
-    )),
-    op!("ones_like", [p("self", K::Tensor)], Zero, |_, a| unary(
-        a,
-        Tensor::f_ones_like
-    )),
+    op!(
+        "zeros_like",
+        [p("self", K::Tensor)],
+        Zero,
+        A::Like,
+        |_, a| unary(a, Tensor::f_zeros_like)
+    ),
+    op!(
+        "ones_like",
+        [p("self", K::Tensor)],
+        Zero,
+        A::Like,
+        |_, a| unary(a, Tensor::f_ones_like)
+    ),
     op!(
         "full_like",
         [p("self", K::Tensor), p("value", K::Float)],
         Zero,
-        |_, a| { one(a.t(0)?.f_full_like(a.float(1)?)?) }
+        A::Like,
+        |_, a| { one(scalar::full_like(a.t(0)?, a.float(1)?)?) }
     ),
     op!(
         "to_dtype",
         [p("self", K::Tensor), p("dtype", K::Dtype)],
         Zero,
+        A::Rule(|a| bound::cast(a, 1)),
         |_, a| { one(a.t(0)?.f_to_kind(a.opt_dtype(1)?.unwrap_or(Kind::Float))?) }
     ),
-    op!("copy", [p("self", K::Tensor)], Zero, |_, a| {
+    op!("copy", [p("self", K::Tensor)], Zero, A::Like, |_, a| {
         one(crusades_reference::model::detached_copy(a.t(0)?)
             .map_err(|e| OpError::new(Code::OpFailed, e.to_string()))?)
     }),
@@ -843,6 +881,7 @@ pub static REGISTRY: &[Op] = &[
         "copy_",
         [p("self", K::Tensor), p("src", K::Tensor)],
         Zero,
+        A::Nothing,
         |_, a| {
             let (x, src) = (a.t(0)?, a.t(1)?);
             check_broadcast(x, src)?;
@@ -850,131 +889,155 @@ pub static REGISTRY: &[Op] = &[
             none()
         }
     ),
-    op!("contiguous", [p("self", K::Tensor)], Zero, |_, a| unary(
-        a,
-        Tensor::f_contiguous
-    )),
-    op!("detach", [p("self", K::Tensor)], Zero, |_, a| unary(
-        a,
-        Tensor::f_detach
-    )),
-    op!("detach_", [p("self", K::Tensor)], Zero, |_, a| unary_(
-        a,
-        Tensor::f_detach_
-    )),
+    op!(
+        "contiguous",
+        [p("self", K::Tensor)],
+        Zero,
+        A::Rule(bound::copy_unless_contiguous),
+        |_, a| unary(a, Tensor::f_contiguous)
+    ),
+    op!("detach", [p("self", K::Tensor)], Zero, A::View, |_, a| {
+        unary(a, Tensor::f_detach)
+    }),
+    op!(
+        "detach_",
+        [p("self", K::Tensor)],
+        Zero,
+        A::Nothing,
+        |_, a| unary_(a, Tensor::f_detach_)
+    ),
     // ── elementwise, binary ──
     op!(
         "add",
         [p("self", K::Tensor), p("other", K::TensorOrFloat)],
         PerElement(1),
-        |_, a| binary(a, Tensor::f_add, |x, s| x.f_add_scalar(s))
+        A::Broadcast,
+        |_, a| binary(a, Tensor::f_add, scalar::add)
     ),
     op!(
         "sub",
         [p("self", K::Tensor), p("other", K::TensorOrFloat)],
         PerElement(1),
-        |_, a| binary(a, Tensor::f_sub, |x, s| x.f_sub_scalar(s))
+        A::Broadcast,
+        |_, a| binary(a, Tensor::f_sub, scalar::sub)
     ),
     op!(
         "mul",
         [p("self", K::Tensor), p("other", K::TensorOrFloat)],
         PerElement(1),
-        |_, a| binary(a, Tensor::f_mul, |x, s| x.f_mul_scalar(s))
+        A::Broadcast,
+        |_, a| binary(a, Tensor::f_mul, scalar::mul)
     ),
     op!(
         "div",
         [p("self", K::Tensor), p("other", K::TensorOrFloat)],
         PerElement(1),
-        |_, a| binary(a, Tensor::f_div, |x, s| x.f_div_scalar(s))
+        A::Broadcast,
+        |_, a| binary(a, Tensor::f_div, scalar::div)
     ),
     op!(
         "pow",
         [p("self", K::Tensor), p("exponent", K::TensorOrFloat)],
         PerElement(1),
-        |_, a| binary(a, Tensor::f_pow, |x, s| x.f_pow_tensor_scalar(s))
+        A::Broadcast,
+        |_, a| binary(a, Tensor::f_pow, scalar::pow)
     ),
     op!(
         "maximum",
         [p("self", K::Tensor), p("other", K::Tensor)],
         PerElement(1),
-        |_, a| binary(a, Tensor::f_maximum, |x, s| x.f_clamp_min(s))
+        A::Broadcast,
+        |_, a| binary(a, Tensor::f_maximum, scalar::clamp_min)
     ),
     op!(
         "minimum",
         [p("self", K::Tensor), p("other", K::Tensor)],
         PerElement(1),
-        |_, a| binary(a, Tensor::f_minimum, |x, s| x.f_clamp_max(s))
+        A::Broadcast,
+        |_, a| binary(a, Tensor::f_minimum, scalar::clamp_max)
     ),
     op!(
         "add_",
         [p("self", K::Tensor), p("other", K::TensorOrFloat)],
         PerElement(1),
-        |_, a| binary_(a, Tensor::f_add_, |x, s| x.f_add_scalar_(s))
+        A::Nothing,
+        |_, a| binary_(a, Tensor::f_add_, scalar::add_)
     ),
     op!(
         "sub_",
         [p("self", K::Tensor), p("other", K::TensorOrFloat)],
         PerElement(1),
-        |_, a| binary_(a, Tensor::f_sub_, |x, s| x.f_sub_scalar_(s))
+        A::Nothing,
+        |_, a| binary_(a, Tensor::f_sub_, scalar::sub_)
     ),
     op!(
         "mul_",
         [p("self", K::Tensor), p("other", K::TensorOrFloat)],
         PerElement(1),
-        |_, a| binary_(a, Tensor::f_mul_, |x, s| x.f_mul_scalar_(s))
+        A::Nothing,
+        |_, a| binary_(a, Tensor::f_mul_, scalar::mul_)
     ),
     op!(
         "div_",
         [p("self", K::Tensor), p("other", K::TensorOrFloat)],
         PerElement(1),
-        |_, a| binary_(a, Tensor::f_div_, |x, s| x.f_div_scalar_(s))
+        A::Nothing,
+        |_, a| binary_(a, Tensor::f_div_, scalar::div_)
     ),
     op!(
         "eq",
         [p("self", K::Tensor), p("other", K::TensorOrFloat)],
         PerElement(1),
-        |_, a| binary(a, Tensor::f_eq_tensor, |x, s| x.f_eq(s))
+        A::Broadcast,
+        |_, a| binary(a, Tensor::f_eq_tensor, scalar::eq)
     ),
     op!(
         "ne",
         [p("self", K::Tensor), p("other", K::TensorOrFloat)],
         PerElement(1),
-        |_, a| binary(a, Tensor::f_ne_tensor, |x, s| x.f_ne(s))
+        A::Broadcast,
+        |_, a| binary(a, Tensor::f_ne_tensor, scalar::ne)
     ),
     op!(
         "lt",
         [p("self", K::Tensor), p("other", K::TensorOrFloat)],
         PerElement(1),
-        |_, a| binary(a, Tensor::f_lt_tensor, |x, s| x.f_lt(s))
+        A::Broadcast,
+        |_, a| binary(a, Tensor::f_lt_tensor, scalar::lt)
     ),
     op!(
         "le",
         [p("self", K::Tensor), p("other", K::TensorOrFloat)],
         PerElement(1),
-        |_, a| binary(a, Tensor::f_le_tensor, |x, s| x.f_le(s))
+        A::Broadcast,
+        |_, a| binary(a, Tensor::f_le_tensor, scalar::le)
     ),
     op!(
         "gt",
         [p("self", K::Tensor), p("other", K::TensorOrFloat)],
         PerElement(1),
-        |_, a| binary(a, Tensor::f_gt_tensor, |x, s| x.f_gt(s))
+        A::Broadcast,
+        |_, a| binary(a, Tensor::f_gt_tensor, scalar::gt)
     ),
     op!(
         "ge",
         [p("self", K::Tensor), p("other", K::TensorOrFloat)],
         PerElement(1),
-        |_, a| binary(a, Tensor::f_ge_tensor, |x, s| x.f_ge(s))
+        A::Broadcast,
+        |_, a| binary(a, Tensor::f_ge_tensor, scalar::ge)
     ),
     op!(
         "logical_and",
         [p("self", K::Tensor), p("other", K::Tensor)],
         PerElement(1),
+        A::Broadcast,
         |_, a| binary(a, Tensor::f_logical_and, |x, _| x.f_logical_not())
     ),
     op!(
         "logical_or",
         [p("self", K::Tensor), p("other", K::Tensor)],
         PerElement(1),
+        A::Broadcast,
         |_, a| binary(a, Tensor::f_logical_or, |x, _| x.f_logical_not())
     ),
     op!(
@@ -985,6 +1048,7 @@ pub static REGISTRY: &[Op] = &[
             p("other", K::TensorOrFloat)
         ],
         PerElement(1),
+        A::Broadcast,
         |_, a| {
             let (cond, x) = (a.t(0)?, a.t(1)?);
             if cond.kind() != Kind::Bool {
@@ -1002,7 +1066,7 @@ pub static REGISTRY: &[Op] = &[
                     check_broadcast(x, y)?;
                     x.f_where_self(cond, y)?
                 }
-                Operand::Scalar(s) => x.f_where_scalarother(cond, s)?,
+                Operand::Scalar(s) => scalar::where_scalar(x, cond, s)?,
             })
         }
     ),
@@ -1014,100 +1078,166 @@ pub static REGISTRY: &[Op] = &[
             p("value", K::Float)
         ],
         PerElement(1),
+        A::Broadcast,
         |_, a| {
             let (x, mask) = (a.t(0)?, a.t(1)?);
             check_broadcast(x, mask)?;
-            one(x.f_masked_fill(mask, a.float(2)?)?)
+            one(scalar::masked_fill(x, mask, a.float(2)?)?)
         }
     ),
     // ── elementwise, unary ──
-    op!("neg", [p("self", K::Tensor)], PerElement(1), |_, a| unary(
-        a,
-        Tensor::f_neg
-    )),
-    op!("abs", [p("self", K::Tensor)], PerElement(1), |_, a| unary(
-        a,
-        Tensor::f_abs
-    )),
-    op!("sign", [p("self", K::Tensor)], PerElement(1), |_, a| unary(
-        a,
-        Tensor::f_sign
-    )),
-    op!("sqrt", [p("self", K::Tensor)], PerElement(1), |_, a| {
-        float_unary(a, Tensor::f_sqrt)
-    }),
-    op!("rsqrt", [p("self", K::Tensor)], PerElement(1), |_, a| {
-        float_unary(a, Tensor::f_rsqrt)
-    }),
-    op!("exp", [p("self", K::Tensor)], PerElement(1), |_, a| {
-        float_unary(a, Tensor::f_exp)
-    }),
-    op!("log", [p("self", K::Tensor)], PerElement(1), |_, a| {
-        float_unary(a, Tensor::f_log)
-    }),
-    op!("sin", [p("self", K::Tensor)], PerElement(1), |_, a| {
-        float_unary(a, Tensor::f_sin)
-    }),
-    op!("cos", [p("self", K::Tensor)], PerElement(1), |_, a| {
-        float_unary(a, Tensor::f_cos)
-    }),
-    op!("tanh", [p("self", K::Tensor)], PerElement(1), |_, a| {
-        float_unary(a, Tensor::f_tanh)
-    }),
-    op!("sigmoid", [p("self", K::Tensor)], PerElement(1), |_, a| {
-        float_unary(a, Tensor::f_sigmoid)
-    }),
-    op!("silu", [p("self", K::Tensor)], PerElement(4), |_, a| {
-        float_unary(a, Tensor::f_silu)
-    }),
-    op!("relu", [p("self", K::Tensor)], PerElement(1), |_, a| unary(
-        a,
-        Tensor::f_relu
-    )),
+    op!(
+        "neg",
+        [p("self", K::Tensor)],
+        PerElement(1),
+        A::Like,
+        |_, a| unary(a, Tensor::f_neg)
+    ),
+    op!(
+        "abs",
+        [p("self", K::Tensor)],
+        PerElement(1),
+        A::Like,
+        |_, a| unary(a, Tensor::f_abs)
+    ),
+    op!(
+        "sign",
+        [p("self", K::Tensor)],
+        PerElement(1),
+        A::Like,
+        |_, a| unary(a, Tensor::f_sign)
+    ),
+    op!(
+        "sqrt",
+        [p("self", K::Tensor)],
+        PerElement(1),
+        A::Like,
+        |_, a| { float_unary(a, Tensor::f_sqrt) }
+    ),
+    op!(
+        "rsqrt",
+        [p("self", K::Tensor)],
+        PerElement(1),
+        A::Like,
+        |_, a| { float_unary(a, Tensor::f_rsqrt) }
+    ),
+    op!(
+        "exp",
+        [p("self", K::Tensor)],
+        PerElement(1),
+        A::Like,
+        |_, a| { float_unary(a, Tensor::f_exp) }
+    ),
+    op!(
+        "log",
+        [p("self", K::Tensor)],
+        PerElement(1),
+        A::Like,
+        |_, a| { float_unary(a, Tensor::f_log) }
+    ),
+    op!(
+        "sin",
+        [p("self", K::Tensor)],
+        PerElement(1),
+        A::Like,
+        |_, a| { float_unary(a, Tensor::f_sin) }
+    ),
+    op!(
+        "cos",
+        [p("self", K::Tensor)],
+        PerElement(1),
+        A::Like,
+        |_, a| { float_unary(a, Tensor::f_cos) }
+    ),
+    op!(
+        "tanh",
+        [p("self", K::Tensor)],
+        PerElement(1),
+        A::Like,
+        |_, a| { float_unary(a, Tensor::f_tanh) }
+    ),
+    op!(
+        "sigmoid",
+        [p("self", K::Tensor)],
+        PerElement(1),
+        A::Like,
+        |_, a| { float_unary(a, Tensor::f_sigmoid) }
+    ),
+    op!(
+        "silu",
+        [p("self", K::Tensor)],
+        PerElement(4),
+        A::Like,
+        |_, a| { float_unary(a, Tensor::f_silu) }
+    ),
+    op!(
+        "relu",
+        [p("self", K::Tensor)],
+        PerElement(1),
+        A::Like,
+        |_, a| unary(a, Tensor::f_relu)
+    ),
     op!(
         "gelu",
         [p("self", K::Tensor), opt("approximate", K::Text)],
         PerElement(8),
+        A::Like,
         |_, a| { one(a.ft(0)?.f_gelu(a.text_or(1, "none")?)?) }
     ),
     op!(
         "round",
         [p("self", K::Tensor)],
         PerElement(1),
+        A::Like,
         |_, a| unary(a, Tensor::f_round)
     ),
     op!(
         "floor",
         [p("self", K::Tensor)],
         PerElement(1),
+        A::Like,
         |_, a| unary(a, Tensor::f_floor)
     ),
-    op!("ceil", [p("self", K::Tensor)], PerElement(1), |_, a| unary(
-        a,
-        Tensor::f_ceil
-    )),
+    op!(
+        "ceil",
+        [p("self", K::Tensor)],
+        PerElement(1),
+        A::Like,
+        |_, a| unary(a, Tensor::f_ceil)
+    ),
     op!(
         "reciprocal",
         [p("self", K::Tensor)],
         PerElement(1),
+        A::Like,
         |_, a| float_unary(a, Tensor::f_reciprocal)
     ),
-    op!("square", [p("self", K::Tensor)], PerElement(1), |_, a| {
-        unary(a, Tensor::f_square)
-    }),
-    op!("isfinite", [p("self", K::Tensor)], PerElement(1), |_, a| {
-        unary(a, Tensor::f_isfinite)
-    }),
+    op!(
+        "square",
+        [p("self", K::Tensor)],
+        PerElement(1),
+        A::Like,
+        |_, a| { unary(a, Tensor::f_square) }
+    ),
+    op!(
+        "isfinite",
+        [p("self", K::Tensor)],
+        PerElement(1),
+        A::Like,
+        |_, a| { unary(a, Tensor::f_isfinite) }
+    ),
     op!(
         "isnan",
         [p("self", K::Tensor)],
         PerElement(1),
+        A::Like,
         |_, a| unary(a, Tensor::f_isnan)
     ),
     op!(
         "logical_not",
         [p("self", K::Tensor)],
         PerElement(1),
+        A::Like,
         |_, a| unary(a, Tensor::f_logical_not)
     ),
     op!(
@@ -1118,12 +1248,13 @@ pub static REGISTRY: &[Op] = &[
             opt("max", K::Float)
         ],
         PerElement(1),
+        A::Like,
         |_, a| {
             let x = a.t(0)?;
             one(match (a.opt_float(1)?, a.opt_float(2)?) {
-                (Some(lo), Some(hi)) => x.f_clamp(lo, hi)?,
-                (Some(lo), None) => x.f_clamp_min(lo)?,
-                (None, Some(hi)) => x.f_clamp_max(hi)?,
+                (Some(lo), Some(hi)) => scalar::clamp(x, lo, hi)?,
+                (Some(lo), None) => scalar::clamp_min(x, lo)?,
+                (None, Some(hi)) => scalar::clamp_max(x, hi)?,
                 (None, None) => return Err(bad("clamp needs min, max or both")),
             })
         }
@@ -1132,21 +1263,26 @@ pub static REGISTRY: &[Op] = &[
         "neg_",
         [p("self", K::Tensor)],
         PerElement(1),
+        A::Nothing,
         |_, a| unary_(a, Tensor::f_neg_)
     ),
-    op!("sign_", [p("self", K::Tensor)], PerElement(1), |_, a| {
-        unary_(a, Tensor::f_sign_)
+    op!(
+        "sign_",
+        [p("self", K::Tensor)],
+        PerElement(1),
+        A::Nothing,
+        |_, a| { unary_(a, Tensor::f_sign_) }
+    ),
+    op!("zero_", [p("self", K::Tensor)], Zero, A::Nothing, |_, a| {
+        unary_(a, Tensor::f_zero_)
     }),
-    op!("zero_", [p("self", K::Tensor)], Zero, |_, a| unary_(
-        a,
-        Tensor::f_zero_
-    )),
     op!(
         "fill_",
         [p("self", K::Tensor), p("value", K::Float)],
         Zero,
+        A::Nothing,
         |_, a| {
-            let _ = a.t(0)?.shallow_clone().f_fill_(a.float(1)?)?;
+            let _ = scalar::fill_(a.t(0)?, a.float(1)?)?;
             none()
         }
     ),
@@ -1158,12 +1294,13 @@ pub static REGISTRY: &[Op] = &[
             opt("max", K::Float)
         ],
         PerElement(1),
+        A::Nothing,
         |_, a| {
-            let mut x = a.t(0)?.shallow_clone();
+            let x = a.t(0)?;
             let _ = match (a.opt_float(1)?, a.opt_float(2)?) {
-                (Some(lo), Some(hi)) => x.f_clamp_(lo, hi)?,
-                (Some(lo), None) => x.f_clamp_min_(lo)?,
-                (None, Some(hi)) => x.f_clamp_max_(hi)?,
+                (Some(lo), Some(hi)) => scalar::clamp_(x, lo, hi)?,
+                (Some(lo), None) => scalar::clamp_min_(x, lo)?,
+                (None, Some(hi)) => scalar::clamp_max_(x, hi)?,
                 (None, None) => return Err(bad("clamp_ needs min, max or both")),
             };
             none()
@@ -1179,6 +1316,7 @@ pub static REGISTRY: &[Op] = &[
             opt("dtype", K::Dtype)
         ],
         PerInput(1),
+        A::Rule(bound::reduce_opt_dims),
         |_, a| {
             let x = a.t(0)?;
             let dtype = a.opt_dtype(3)?;
@@ -1197,6 +1335,7 @@ pub static REGISTRY: &[Op] = &[
             opt("dtype", K::Dtype)
         ],
         PerInput(1),
+        A::Rule(bound::reduce_opt_dims),
         |_, a| {
             let x = a.ft(0)?;
             let dtype = a.opt_dtype(3)?;
@@ -1214,6 +1353,7 @@ pub static REGISTRY: &[Op] = &[
             opt("keepdim", K::Bool)
         ],
         PerInput(1),
+        A::Rule(bound::reduce_dims),
         |_, a| { one(a.t(0)?.f_amax(a.ints(1)?, a.flag_or(2, false)?)?) }
     ),
     op!(
@@ -1224,16 +1364,23 @@ pub static REGISTRY: &[Op] = &[
             opt("keepdim", K::Bool)
         ],
         PerInput(1),
+        A::Rule(bound::reduce_dims),
         |_, a| { one(a.t(0)?.f_amin(a.ints(1)?, a.flag_or(2, false)?)?) }
     ),
-    op!("max", [p("self", K::Tensor)], PerInput(1), |_, a| unary(
-        a,
-        Tensor::f_max
-    )),
-    op!("min", [p("self", K::Tensor)], PerInput(1), |_, a| unary(
-        a,
-        Tensor::f_min
-    )),
+    op!(
+        "max",
+        [p("self", K::Tensor)],
+        PerInput(1),
+        A::Rule(|a| bound::reduce(a, None, 1)),
+        |_, a| unary(a, Tensor::f_max)
+    ),
+    op!(
+        "min",
+        [p("self", K::Tensor)],
+        PerInput(1),
+        A::Rule(|a| bound::reduce(a, None, 1)),
+        |_, a| unary(a, Tensor::f_min)
+    ),
     op!(
         "max_dim",
         [
@@ -1242,6 +1389,7 @@ pub static REGISTRY: &[Op] = &[
             opt("keepdim", K::Bool)
         ],
         PerInput(1),
+        A::Rule(|a| bound::reduce_dim(a, 2)),
         |_, a| {
             let (v, i) = a.t(0)?.f_max_dim(a.int(1)?, a.flag_or(2, false)?)?;
             Ok(vec![v, i])
@@ -1255,6 +1403,7 @@ pub static REGISTRY: &[Op] = &[
             opt("keepdim", K::Bool)
         ],
         PerInput(1),
+        A::Rule(|a| bound::reduce_dim(a, 1)),
         |_, a| {
             let dim = a.get(1).map(|_| a.int(1)).transpose()?;
             one(a.t(0)?.f_argmax(dim, a.flag_or(2, false)?)?)
@@ -1269,6 +1418,7 @@ pub static REGISTRY: &[Op] = &[
             opt("keepdim", K::Bool)
         ],
         PerInput(2),
+        A::Rule(bound::norm),
         |_, a| norm(a)
     ),
     op!(
@@ -1279,12 +1429,14 @@ pub static REGISTRY: &[Op] = &[
             opt("keepdim", K::Bool)
         ],
         PerInput(3),
+        A::Rule(bound::logsumexp),
         |_, a| { one(a.ft(0)?.f_logsumexp(a.ints(1)?, a.flag_or(2, false)?)?) }
     ),
     op!(
         "cumsum",
         [p("self", K::Tensor), p("dim", K::Int)],
         PerInput(1),
+        A::Like,
         |_, a| { one(a.t(0)?.f_cumsum(a.int(1)?, None)?) }
     ),
     op!(
@@ -1297,6 +1449,7 @@ pub static REGISTRY: &[Op] = &[
             opt("sorted", K::Bool)
         ],
         Zero,
+        A::Rule(bound::topk),
         |_, a| {
             let (v, i) = a.t(0)?.f_topk(
                 a.int(1)?,
@@ -1315,6 +1468,7 @@ pub static REGISTRY: &[Op] = &[
             opt("descending", K::Bool)
         ],
         Zero,
+        A::Rule(|a| bound::sort(a, 2)),
         |_, a| {
             let (v, i) = a.t(0)?.f_sort(a.int_or(1, -1)?, a.flag_or(2, false)?)?;
             Ok(vec![v, i])
@@ -1328,6 +1482,7 @@ pub static REGISTRY: &[Op] = &[
             opt("descending", K::Bool)
         ],
         Zero,
+        A::Rule(|a| bound::sort(a, 1)),
         |_, a| { one(a.t(0)?.f_argsort(a.int_or(1, -1)?, a.flag_or(2, false)?)?) }
     ),
     op!(
@@ -1338,6 +1493,7 @@ pub static REGISTRY: &[Op] = &[
             p("index", K::Tensor)
         ],
         Zero,
+        A::Rule(bound::gather),
         |_, a| { one(a.t(0)?.f_gather(a.int(1)?, a.it(2)?, false)?) }
     ),
     op!(
@@ -1348,6 +1504,7 @@ pub static REGISTRY: &[Op] = &[
             p("index", K::Tensor)
         ],
         Zero,
+        A::Rule(bound::index_select),
         |_, a| { one(a.t(0)?.f_index_select(a.int(1)?, a.it(2)?)?) }
     ),
     op!(
@@ -1359,6 +1516,7 @@ pub static REGISTRY: &[Op] = &[
             p("src", K::Tensor)
         ],
         Zero,
+        A::Like,
         |_, a| { one(a.t(0)?.f_scatter(a.int(1)?, a.it(2)?, a.t(3)?)?) }
     ),
     op!(
@@ -1370,6 +1528,7 @@ pub static REGISTRY: &[Op] = &[
             p("src", K::Tensor)
         ],
         PerInput(1),
+        A::Like,
         |_, a| { one(a.t(0)?.f_scatter_add(a.int(1)?, a.it(2)?, a.t(3)?)?) }
     ),
     op!(
@@ -1381,6 +1540,7 @@ pub static REGISTRY: &[Op] = &[
             p("src", K::Tensor)
         ],
         PerInput(1),
+        A::Nothing,
         |_, a| {
             let _ = a
                 .t(0)?
@@ -1400,12 +1560,14 @@ pub static REGISTRY: &[Op] = &[
             opt("include_self", K::Bool)
         ],
         PerInput(2),
+        A::Rule(|a| bound::like(a, 5)),
         |_, a| scatter_reduce(a)
     ),
     op!(
         "embedding",
         [p("weight", K::Tensor), p("indices", K::Tensor)],
         Zero,
+        A::Rule(bound::embedding),
         |_, a| {
             let (w, idx) = (a.ft(0)?, a.it(1)?);
             if w.dim() != 2 {
@@ -1422,24 +1584,28 @@ pub static REGISTRY: &[Op] = &[
         "reshape",
         [p("self", K::Tensor), p("shape", K::Ints)],
         Zero,
+        A::Rule(bound::copy_unless_contiguous),
         |_, a| one(a.t(0)?.f_reshape(a.ints(1)?)?)
     ),
     op!(
         "view",
         [p("self", K::Tensor), p("shape", K::Ints)],
         Zero,
+        A::View,
         |_, a| one(a.t(0)?.f_view(a.ints(1)?)?)
     ),
     op!(
         "permute",
         [p("self", K::Tensor), p("dims", K::Ints)],
         Zero,
+        A::View,
         |_, a| one(a.t(0)?.f_permute(a.ints(1)?)?)
     ),
     op!(
         "transpose",
         [p("self", K::Tensor), p("dim0", K::Int), p("dim1", K::Int)],
         Zero,
+        A::View,
         |_, a| one(a.t(0)?.f_transpose(a.int(1)?, a.int(2)?)?)
     ),
     op!(
@@ -1450,18 +1616,21 @@ pub static REGISTRY: &[Op] = &[
             opt("end", K::Int)
         ],
         Zero,
+        A::Rule(bound::copy_unless_contiguous),
         |_, a| { one(a.t(0)?.f_flatten(a.int_or(1, 0)?, a.int_or(2, -1)?)?) }
     ),
     op!(
         "unsqueeze",
         [p("self", K::Tensor), p("dim", K::Int)],
         Zero,
+        A::View,
         |_, a| one(a.t(0)?.f_unsqueeze(a.int(1)?)?)
     ),
     op!(
         "squeeze",
         [p("self", K::Tensor), opt("dim", K::Int)],
         Zero,
+        A::View,
         |_, a| {
             let x = a.t(0)?;
             one(match a.get(1) {
@@ -1474,7 +1643,18 @@ pub static REGISTRY: &[Op] = &[
         "expand",
         [p("self", K::Tensor), p("shape", K::Ints)],
         Zero,
-        |_, a| one(a.t(0)?.f_expand(a.ints(1)?, false)?)
+        A::View,
+        |_, a| {
+            let shape = a.ints(1)?;
+            // libtorch keeps a size below -1 (-1 keeps a dim) when the tensor is empty, and a
+            // tensor of negative size is one no later op expects.
+            if let Some(d) = shape.iter().find(|&&d| d < -1) {
+                return Err(bad(format!(
+                    "expand: size {d} in {shape:?}: sizes are -1 (keep) or at least 0"
+                )));
+            }
+            one(a.t(0)?.f_expand(shape, false)?)
+        }
     ),
     op!(
         "narrow",
@@ -1485,6 +1665,7 @@ pub static REGISTRY: &[Op] = &[
             p("length", K::Int)
         ],
         Zero,
+        A::View,
         |_, a| { one(a.t(0)?.f_narrow(a.int(1)?, a.int(2)?, a.int(3)?)?) }
     ),
     op!(
@@ -1497,6 +1678,7 @@ pub static REGISTRY: &[Op] = &[
             opt("step", K::Int)
         ],
         Zero,
+        A::View,
         |_, a| {
             let step = a.int_or(4, 1)?;
             if step < 1 {
@@ -1511,24 +1693,28 @@ pub static REGISTRY: &[Op] = &[
         "select",
         [p("self", K::Tensor), p("dim", K::Int), p("index", K::Int)],
         Zero,
+        A::View,
         |_, a| one(a.t(0)?.f_select(a.int(1)?, a.int(2)?)?)
     ),
     op!(
         "cat",
         [p("tensors", K::Tensors), opt("dim", K::Int)],
         Zero,
+        A::Rule(bound::concat),
         |_, a| one(Tensor::f_cat(a.ts(0)?, a.int_or(1, 0)?)?)
     ),
     op!(
         "stack",
         [p("tensors", K::Tensors), opt("dim", K::Int)],
         Zero,
+        A::Rule(bound::concat),
         |_, a| one(Tensor::f_stack(a.ts(0)?, a.int_or(1, 0)?)?)
     ),
     op!(
         "split",
         [p("self", K::Tensor), p("size", K::Int), opt("dim", K::Int)],
         Zero,
+        A::Rule(bound::split),
         |_, a| {
             let size = a.int(1)?;
             if size < 1 {
@@ -1545,6 +1731,7 @@ pub static REGISTRY: &[Op] = &[
             opt("dim", K::Int)
         ],
         Zero,
+        A::Rule(bound::chunk),
         |_, a| {
             let n = a.int(1)?;
             if n < 1 {
@@ -1557,6 +1744,7 @@ pub static REGISTRY: &[Op] = &[
         "repeat",
         [p("self", K::Tensor), p("repeats", K::Ints)],
         Zero,
+        A::Rule(bound::repeat),
         |_, a| one(a.t(0)?.f_repeat(a.ints(1)?)?)
     ),
     op!(
@@ -1567,6 +1755,7 @@ pub static REGISTRY: &[Op] = &[
             opt("dim", K::Int)
         ],
         Zero,
+        A::Rule(bound::repeat_interleave),
         |_, a| {
             let dim = a.get(2).map(|_| a.int(2)).transpose()?;
             one(a.t(0)?.f_repeat_interleave_self_int(a.int(1)?, dim, None)?)
@@ -1576,12 +1765,14 @@ pub static REGISTRY: &[Op] = &[
         "tril",
         [p("self", K::Tensor), opt("diagonal", K::Int)],
         Zero,
+        A::Like,
         |_, a| one(a.t(0)?.f_tril(a.int_or(1, 0)?)?)
     ),
     op!(
         "triu",
         [p("self", K::Tensor), opt("diagonal", K::Int)],
         Zero,
+        A::Like,
         |_, a| one(a.t(0)?.f_triu(a.int_or(1, 0)?)?)
     ),
     // ── products ──
@@ -1589,6 +1780,7 @@ pub static REGISTRY: &[Op] = &[
         "matmul",
         [p("self", K::Tensor), p("other", K::Tensor)],
         Contraction,
+        A::Rule(bound::matmul),
         |_, a| {
             let (x, y) = (a.ft(0)?, a.ft(1)?);
             check_matmul(x, y)?;
@@ -1599,6 +1791,7 @@ pub static REGISTRY: &[Op] = &[
         "mm",
         [p("self", K::Tensor), p("other", K::Tensor)],
         Contraction,
+        A::Rule(bound::mm),
         |_, a| {
             let (x, y) = (a.ft(0)?, a.ft(1)?);
             if x.dim() != 2 || y.dim() != 2 {
@@ -1619,6 +1812,7 @@ pub static REGISTRY: &[Op] = &[
         "bmm",
         [p("self", K::Tensor), p("other", K::Tensor)],
         Contraction,
+        A::Rule(bound::bmm),
         |_, a| {
             let (x, y) = (a.ft(0)?, a.ft(1)?);
             if x.dim() != 3 || y.dim() != 3 || x.size()[0] != y.size()[0] {
@@ -1643,6 +1837,7 @@ pub static REGISTRY: &[Op] = &[
             opt("bias", K::Tensor)
         ],
         Contraction,
+        A::Rule(bound::linear),
         |_, a| {
             let (x, w) = (a.ft(0)?, a.ft(1)?);
             if w.dim() != 2 || x.size().last() != w.size().last() {
@@ -1662,6 +1857,7 @@ pub static REGISTRY: &[Op] = &[
         "einsum",
         [p("equation", K::Text), p("tensors", K::Tensors)],
         Flops::Einsum,
+        A::Rule(bound::einsum),
         |_, a| einsum(a)
     ),
     // ── neural-network ops ──
@@ -1674,6 +1870,7 @@ pub static REGISTRY: &[Op] = &[
             opt("eps", K::Float)
         ],
         PerInput(4),
+        A::Rule(|a| bound::like(a, 3)),
         |_, a| {
             one(a
                 .ft(0)?
@@ -1690,6 +1887,7 @@ pub static REGISTRY: &[Op] = &[
             opt("eps", K::Float)
         ],
         PerInput(5),
+        A::Rule(|a| bound::like(a, 2)),
         |_, a| {
             one(a.ft(0)?.f_layer_norm(
                 a.ints(1)?,
@@ -1708,6 +1906,7 @@ pub static REGISTRY: &[Op] = &[
             opt("dtype", K::Dtype)
         ],
         PerInput(5),
+        A::Rule(bound::softmax),
         |_, a| { one(a.ft(0)?.f_softmax(a.int(1)?, a.opt_dtype(2)?)?) }
     ),
     op!(
@@ -1718,6 +1917,7 @@ pub static REGISTRY: &[Op] = &[
             opt("dtype", K::Dtype)
         ],
         PerInput(5),
+        A::Rule(bound::softmax),
         |_, a| { one(a.ft(0)?.f_log_softmax(a.int(1)?, a.opt_dtype(2)?)?) }
     ),
     op!(
@@ -1730,6 +1930,7 @@ pub static REGISTRY: &[Op] = &[
             opt("label_smoothing", K::Float)
         ],
         PerInput(4),
+        A::Rule(bound::cross_entropy),
         |_, a| {
             let (logits, labels) = (a.ft(0)?, a.it(1)?);
             if logits.dim() != 2 || labels.dim() != 1 || logits.size()[0] != labels.size()[0] {
@@ -1762,6 +1963,7 @@ pub static REGISTRY: &[Op] = &[
             opt("enable_gqa", K::Bool)
         ],
         Attention,
+        A::Rule(bound::attention),
         |_, a| sdpa(a)
     ),
     // ── autograd ──
@@ -1769,6 +1971,7 @@ pub static REGISTRY: &[Op] = &[
         "requires_grad_",
         [p("self", K::Tensor), opt("requires_grad", K::Bool)],
         Zero,
+        A::Nothing,
         |_, a| {
             let _ = a
                 .t(0)?
@@ -1777,17 +1980,23 @@ pub static REGISTRY: &[Op] = &[
             none()
         }
     ),
-    op!("backward", [p("loss", K::Tensor)], Backward, |_, a| {
-        let loss = a.ft(0)?;
-        if loss.numel() != 1 {
-            return Err(OpError::new(
-                Code::ShapeMismatch,
-                format!("backward needs a one-element loss, got {:?}", loss.size()),
-            ));
+    op!(
+        "backward",
+        [p("loss", K::Tensor)],
+        Backward,
+        A::Nothing,
+        |_, a| {
+            let loss = a.ft(0)?;
+            if loss.numel() != 1 {
+                return Err(OpError::new(
+                    Code::ShapeMismatch,
+                    format!("backward needs a one-element loss, got {:?}", loss.size()),
+                ));
+            }
+            loss.f_backward()?;
+            none()
         }
-        loss.f_backward()?;
-        none()
-    }),
+    ),
     op!(
         "autograd_grad",
         [
@@ -1796,27 +2005,55 @@ pub static REGISTRY: &[Op] = &[
             opt("retain_graph", K::Bool)
         ],
         Backward,
+        A::Rule(bound::gradients),
         |_, a| {
             let keep = a.flag_or(2, false)?;
-            Ok(Tensor::f_run_backward(a.ts(0)?, a.ts(1)?, keep, false)?)
+            let outputs = a.ts(0)?;
+            // tch hands libtorch's engine the outputs' gradient edges unchecked, and the edge
+            // of a tensor that requires no grad is empty: the engine dereferences it (SIGSEGV).
+            // PyTorch's own `autograd.grad` refuses such an output first; so does this.
+            if let Some(i) = outputs.iter().position(|t| !t.requires_grad()) {
+                return Err(bad(format!(
+                    "output {i} does not require grad: no graph leads to it (mark a leaf with requires_grad_ before the forward pass)"
+                )));
+            }
+            let grads = Tensor::f_run_backward(outputs, a.ts(1)?, keep, false)?;
+            // libtorch's engine leaves the gradient of an input the outputs do not depend on
+            // undefined, and any use of an undefined tensor aborts in tch.
+            if let Some(i) = grads.iter().position(|g| !g.defined()) {
+                return Err(bad(format!(
+                    "input {i} is not reached by the backward pass from the outputs: they do not depend on it"
+                )));
+            }
+            Ok(grads)
         }
     ),
-    op!("grad", [p("self", K::Tensor)], Zero, |_, a| {
+    op!("grad", [p("self", K::Tensor)], Zero, A::View, |_, a| {
         let g = a.t(0)?.f_grad()?;
         if !g.defined() {
             return Err(bad("this tensor has no gradient: it does not require grad, or backward has not reached it"));
         }
         one(g)
     }),
-    op!("zero_grad", [p("self", K::Tensor)], Zero, |_, a| {
-        a.t(0)?.shallow_clone().zero_grad();
-        none()
-    }),
-    op!("no_grad_enter", [], Zero, |c, _| {
+    op!(
+        "zero_grad",
+        [p("self", K::Tensor)],
+        Zero,
+        A::Nothing,
+        |_, a| {
+            // tch's `zero_grad` unwraps libtorch's errors; the same steps with the fallible forms.
+            let mut g = a.t(0)?.f_grad()?;
+            if g.defined() {
+                let _ = g.f_detach_()?.f_zero_()?;
+            }
+            none()
+        }
+    ),
+    op!("no_grad_enter", [], Zero, A::Nothing, |c, _| {
         c.no_grad.push(tch::no_grad_guard());
         none()
     }),
-    op!("no_grad_exit", [], Zero, |c, _| {
+    op!("no_grad_exit", [], Zero, A::Nothing, |c, _| {
         if c.no_grad.pop().is_none() {
             return Err(OpError::new(
                 Code::Protocol,
@@ -1826,7 +2063,13 @@ pub static REGISTRY: &[Op] = &[
         none()
     }),
     // ── the empty op, for measuring the cost of a host call ──
-    op!("noop", [opt("self", K::Tensor)], Zero, |_, _| none()),
+    op!(
+        "noop",
+        [opt("self", K::Tensor)],
+        Zero,
+        A::Nothing,
+        |_, _| none()
+    ),
 ];
 
 /// The registry index of `name`.
@@ -1969,5 +2212,275 @@ mod tests {
             (exit.exec)(&mut ctx, &none).unwrap_err().code,
             Code::Protocol
         );
+    }
+    fn bound(name: &str, values: Vec<Value>) -> Bound {
+        let op = &REGISTRY[lookup(name).unwrap_or_else(|| panic!("{name} is registered"))];
+        let args = Args { values };
+        op.check(&args.values).unwrap();
+        op.bound(&args)
+    }
+
+    /// An f32 tensor of `shape` that allocates nothing: one element, expanded.
+    fn huge(shape: &[i64]) -> Value {
+        Value::Tensor(
+            Tensor::zeros([1], (Kind::Float, Device::Cpu))
+                .reshape(vec![1; shape.len()])
+                .expand(shape, false),
+        )
+    }
+
+    const N: i64 = 1 << 20;
+
+    #[test]
+    fn an_outer_product_is_bounded_by_its_output_before_it_runs() {
+        let b = bound("matmul", vec![huge(&[N, 1]), huge(&[1, N])]);
+        assert_eq!(b.bytes, Some((N * N * 4) as u64), "{b:?}");
+        assert_eq!(b.tensors, 1);
+        // Batches broadcast, and the operands broadcast with them are copied.
+        let b = bound("matmul", vec![huge(&[8, 1, 4, 3]), huge(&[1, 5, 3, 2])]);
+        let (out, a, w) = (8 * 5 * 4 * 2, 8 * 5 * 4 * 3, 8 * 5 * 3 * 2);
+        assert_eq!(b.bytes, Some(4 * (out + a + w) as u64), "{b:?}");
+        // A weight folded against a contiguous batch is neither copied nor expanded.
+        let x = Value::Tensor(Tensor::zeros([2, 3, 4], (Kind::Float, Device::Cpu)));
+        let b = bound("matmul", vec![x, huge(&[4, 5])]);
+        assert_eq!(b.bytes, Some(4 * 2 * 3 * 5), "{b:?}");
+        // Broadcasting is an outer product too.
+        let b = bound("add", vec![huge(&[N, 1]), huge(&[1, N])]);
+        assert_eq!(b.bytes, Some((N * N * 4) as u64), "{b:?}");
+        let b = bound("lt", vec![huge(&[N, 1]), Value::Float(0.5)]);
+        assert_eq!(b.bytes, Some((N * 4) as u64), "{b:?}");
+        // Shapes that do not broadcast are the op's to refuse, with its own error.
+        let b = bound("add", vec![huge(&[2]), huge(&[3])]);
+        assert_eq!(b.bytes, Some(0));
+    }
+
+    #[test]
+    fn einsum_bounds_count_the_output_and_the_intermediates() {
+        let eq = |e: &str| Value::Text(e.into());
+        let b = bound(
+            "einsum",
+            vec![
+                eq("i,j,k->ijk"),
+                Value::Tensors(
+                    (0..3)
+                        .map(|_| Tensor::zeros([1 << 14], (Kind::Float, Device::Cpu)))
+                        .collect(),
+                ),
+            ],
+        );
+        let n = 1u64 << 14;
+        // The output, the [i, j] intermediate, and a copy of each operand.
+        assert_eq!(b.bytes, Some(4 * (n * n * n + n * n + 3 * n)), "{b:?}");
+        // a·c is the intermediate of "ab,bc,cd->ad" even where a·d, the output, is small.
+        let ts = |shapes: &[&[i64]]| {
+            Value::Tensors(
+                shapes
+                    .iter()
+                    .map(|s| Tensor::zeros(*s, (Kind::Float, Device::Cpu)))
+                    .collect(),
+            )
+        };
+        let b = bound(
+            "einsum",
+            vec![
+                eq("ab,bc,cd->ad"),
+                ts(&[&[1000, 1], &[1, 1000], &[1000, 1]]),
+            ],
+        );
+        assert_eq!(b.bytes, Some(4 * (1000 + 1000 * 1000 + 3000)), "{b:?}");
+        // An ellipsis spans the dims between its labels, and broadcasts.
+        let b = bound(
+            "einsum",
+            vec![eq("...ij,...jk->...ik"), ts(&[&[5, 1, 2, 3], &[6, 3, 4]])],
+        );
+        assert_eq!(b.bytes, Some(4 * (5 * 6 * 2 * 4 + 30 + 72)), "{b:?}");
+        // An implicit output keeps the labels used once.
+        let b = bound("einsum", vec![eq("ij,jk"), ts(&[&[2, 3], &[3, 4]])]);
+        assert_eq!(b.bytes, Some(4 * (2 * 4 + 6 + 12)), "{b:?}");
+        // What libtorch refuses has no bound of its own.
+        for bad in ["ij->k", "ij->jj", "i->i", "ij,jk->ik", "i.j->", "é->é"] {
+            let b = bound("einsum", vec![eq(bad), ts(&[&[2, 3]])]);
+            assert_eq!(b.bytes, Some(0), "{bad}: {b:?}");
+        }
+    }
+
+    #[test]
+    fn shapes_whose_size_overflows_have_no_bound() {
+        let b = bound("zeros", vec![Value::Ints(vec![1 << 40, 1 << 40])]);
+        assert_eq!(b.bytes, None, "{b:?}");
+        // 2⁶² f32 elements: 2⁶⁴ bytes, which wraps a u64 to 0.
+        let b = bound("zeros", vec![Value::Ints(vec![1 << 62])]);
+        assert_eq!(b.bytes, None, "{b:?}");
+        let b = bound(
+            "zeros",
+            vec![Value::Ints(vec![1 << 40]), Value::Dtype(Kind::BFloat16)],
+        );
+        assert_eq!(b.bytes, Some(2 << 40));
+        // An empty tensor is charged as if its 0-sized dims were 1: kernels loop over the rest.
+        let b = bound("zeros", vec![Value::Ints(vec![0, 1 << 40])]);
+        assert_eq!(b.bytes, Some(4 << 40));
+        // A negative size is refused by the op itself.
+        let b = bound("zeros", vec![Value::Ints(vec![-1, 1 << 62])]);
+        assert_eq!(b.bytes, Some(0));
+        let b = bound("eye", vec![Value::Int(1 << 33)]);
+        assert_eq!(b.bytes, None, "{b:?}");
+        let b = bound("arange", vec![Value::Int(1 << 30)]);
+        assert_eq!(b.bytes, Some(8 << 30));
+        let b = bound("repeat", vec![huge(&[N]), Value::Ints(vec![N, N, N])]);
+        assert_eq!(b.bytes, None, "{b:?}");
+        let b = bound("repeat_interleave", vec![huge(&[N]), Value::Int(N)]);
+        assert_eq!(b.bytes, Some((N * N * 4) as u64));
+    }
+
+    #[test]
+    fn gathers_and_lists_are_bounded_by_what_they_name() {
+        let w = Value::Tensor(Tensor::zeros([10, 64], (Kind::Float, Device::Cpu)));
+        let idx =
+            || Value::Tensor(Tensor::zeros([1], (Kind::Int64, Device::Cpu)).expand([N], false));
+        assert_eq!(
+            bound("embedding", vec![w, idx()]).bytes,
+            Some((N * 64 * 4) as u64)
+        );
+        let x = Value::Tensor(Tensor::zeros([3, 10, 7], (Kind::Float, Device::Cpu)));
+        let b = bound("index_select", vec![x, Value::Int(-2), idx()]);
+        assert_eq!(b.bytes, Some((3 * N * 7 * 4) as u64));
+        let one = Tensor::zeros([1000], (Kind::Float, Device::Cpu));
+        let many = Value::Tensors((0..100).map(|_| one.shallow_clone()).collect());
+        assert_eq!(bound("cat", vec![many]).bytes, Some(100 * 1000 * 4));
+        // Views allocate nothing, but each is a handle: split and chunk count theirs.
+        let b = bound("split", vec![huge(&[N]), Value::Int(1)]);
+        assert_eq!((b.bytes, b.tensors), (Some(0), N as u64));
+        let empty = Value::Tensor(Tensor::zeros([0], (Kind::Float, Device::Cpu)));
+        let b = bound("chunk", vec![empty, Value::Int(1 << 40)]);
+        assert_eq!(
+            b.tensors,
+            1 << 40,
+            "chunks of an empty dim are all returned"
+        );
+        let b = bound("view", vec![huge(&[N]), Value::Ints(vec![-1])]);
+        assert_eq!((b.bytes, b.tensors), (Some(0), 1));
+    }
+
+    #[test]
+    fn einsum_flops_follow_the_ellipsis_and_broadcasting() {
+        let flops_of = |eq: &str, shapes: &[&[i64]]| {
+            let args = Args {
+                values: vec![
+                    Value::Text(eq.into()),
+                    Value::Tensors(
+                        shapes
+                            .iter()
+                            .map(|s| Tensor::zeros(*s, (Kind::Float, Device::Cpu)))
+                            .collect(),
+                    ),
+                ],
+            };
+            flops(&REGISTRY[lookup("einsum").unwrap()], &args, &[])
+        };
+        // The labels after an ellipsis take the last dims, not the first.
+        assert_eq!(
+            flops_of("...ij,...jk->...ik", &[&[7, 2, 3], &[3, 4]]),
+            2.0 * 7.0 * 2.0 * 3.0 * 4.0
+        );
+        // A label of size 1 broadcasts: it counts at the other operand's size.
+        assert_eq!(flops_of("ij,ij->", &[&[1, 3], &[5, 3]]), 2.0 * 5.0 * 3.0);
+        // Nothing summed: one multiply per output element.
+        assert_eq!(flops_of("i,j", &[&[3], &[4]]), 12.0);
+        assert_eq!(
+            flops_of("bik,bkj->bij", &[&[2, 3, 4], &[2, 4, 5]]),
+            2.0 * 2.0 * 3.0 * 4.0 * 5.0
+        );
+    }
+
+    #[test]
+    fn refused_scalar_ops_are_errors_not_panics() {
+        let i = || Value::Tensor(Tensor::from_slice(&[1i64, 2]));
+        // tch's own wrappers panic on each of these (tch 0.24).
+        let e = run("mul_", vec![i(), Value::Float(0.5)]).unwrap_err();
+        assert_eq!(e.code, Code::OpFailed, "{e}");
+        let e = run(
+            "norm",
+            vec![t(&[1.0; 2], &[2]), Value::Float(1.0), Value::Ints(vec![5])],
+        )
+        .unwrap_err();
+        assert_eq!(e.code, Code::OpFailed, "{e}");
+        let e = run("arange", vec![Value::Int(-3)]).unwrap_err();
+        assert_eq!(e.code, Code::OpFailed, "{e}");
+        let e = run(
+            "full",
+            vec![
+                Value::Ints(vec![2]),
+                Value::Float(f64::NAN),
+                Value::Dtype(Kind::Int64),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(e.code, Code::OpFailed, "{e}");
+        let mask = Value::Tensor(Tensor::from_slice(&[1.0f32]));
+        let e = run(
+            "masked_fill",
+            vec![t(&[1.0; 2], &[2]), mask, Value::Float(0.0)],
+        )
+        .unwrap_err();
+        assert_eq!(e.code, Code::OpFailed, "{e}");
+        // And the same calls through torch-sys give tch's results where libtorch accepts them.
+        let r = run("arange", vec![Value::Int(4), Value::Dtype(Kind::BFloat16)]).unwrap();
+        assert_eq!(r[0], Tensor::arange(4, (Kind::BFloat16, Device::Cpu)));
+        let r = run("full", vec![Value::Ints(vec![2, 3]), Value::Float(0.1)]).unwrap();
+        assert_eq!(r[0], Tensor::full([2, 3], 0.1, (Kind::Float, Device::Cpu)));
+        let x = Tensor::from_slice(&[0.3f32, -1.7, 2.5]).to_kind(Kind::BFloat16);
+        let r = run(
+            "mul",
+            vec![Value::Tensor(x.shallow_clone()), Value::Float(0.1)],
+        )
+        .unwrap();
+        assert_eq!(r[0], x.f_mul_scalar(0.1).unwrap());
+    }
+
+    #[test]
+    fn autograd_grad_refuses_outputs_without_a_graph() {
+        let x = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
+        let unrelated = Tensor::from_slice(&[3.0f32]);
+        // libtorch's engine dereferences the empty edge of such an output (SIGSEGV).
+        let e = run(
+            "autograd_grad",
+            vec![
+                Value::Tensors(vec![unrelated]),
+                Value::Tensors(vec![x.shallow_clone()]),
+            ],
+        )
+        .unwrap_err();
+        assert_eq!(e.code, Code::BadArguments, "{e}");
+        // An input the outputs do not depend on comes back undefined from the engine.
+        let y = Tensor::from_slice(&[1.0f32]).set_requires_grad(true);
+        let loss = (&x * 2.0).sum(Kind::Float);
+        let e = run(
+            "autograd_grad",
+            vec![Value::Tensors(vec![loss]), Value::Tensors(vec![y])],
+        )
+        .unwrap_err();
+        assert_eq!(e.code, Code::BadArguments, "{e}");
+    }
+
+    #[test]
+    fn a_context_dropped_inside_no_grad_scopes_restores_autograd() {
+        let mut ctx = Ctx::new(Device::Cpu);
+        let enter = &REGISTRY[lookup("no_grad_enter").unwrap()];
+        (enter.exec)(&mut ctx, &Args { values: vec![] }).unwrap();
+        (enter.exec)(&mut ctx, &Args { values: vec![] }).unwrap();
+        drop(ctx);
+        let x = Tensor::from_slice(&[1.0f32]).set_requires_grad(true);
+        assert!(
+            (&x * 2.0).requires_grad(),
+            "autograd is still off on this thread"
+        );
+    }
+
+    #[test]
+    fn expand_refuses_sizes_below_minus_one() {
+        let scalar = Value::Tensor(Tensor::from_slice(&[1.0f32]).reshape([]));
+        // libtorch itself makes a [-2, 0] tensor of this.
+        let e = run("expand", vec![scalar, Value::Ints(vec![-2, 0])]).unwrap_err();
+        assert_eq!(e.code, Code::BadArguments, "{e}");
     }
 }

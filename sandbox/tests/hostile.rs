@@ -78,6 +78,17 @@ fn a_tensor_allocation_bomb_hits_the_tensor_byte_cap() {
 }
 
 #[test]
+fn a_huge_output_shape_hits_the_tensor_byte_cap_before_it_is_allocated() {
+    let (f, took) = fail("shape-bomb", small_limits());
+    assert_eq!(f.code, FailureCode::TensorMemoryLimit, "{f}");
+    assert!(
+        f.message.contains("matmul") && f.message.contains("tensor_bytes"),
+        "{f}"
+    );
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+}
+
+#[test]
 fn a_handle_leak_hits_the_handle_cap() {
     let (f, _) = fail("handle-leak", small_limits());
     assert_eq!(f.code, FailureCode::HandleLimit, "{f}");
