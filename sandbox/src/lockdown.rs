@@ -28,25 +28,6 @@ pub struct LockdownReport {
     pub socket_refused: bool,
 }
 
-impl LockdownReport {
-    /// One line for logs and reports.
-    pub fn summary(&self) -> String {
-        let fds = if self.inherited_fds.is_empty() {
-            "no inherited descriptors".to_string()
-        } else {
-            format!("closed inherited descriptors {:?}", self.inherited_fds)
-        };
-        match (&self.seccomp_error, self.seccomp, self.socket_refused) {
-            (_, true, true) => {
-                format!("seccomp on (sockets, exec, ptrace, new processes refused); {fds}")
-            }
-            (_, true, false) => format!("seccomp on, but a socket() call still succeeded; {fds}"),
-            (Some(e), false, _) => format!("seccomp unavailable ({e}); {fds}"),
-            (None, false, _) => format!("seccomp not applied; {fds}"),
-        }
-    }
-}
-
 /// The descriptors above stderr that are open now.
 pub fn open_fds_above_stdio() -> Vec<i32> {
     let mut fds: Vec<i32> = std::fs::read_dir("/proc/self/fd")

@@ -208,36 +208,11 @@ pub fn evaluate(args: &BenchArgs) -> anyhow::Result<Record> {
 
     // 2–3. The workload and the reference outputs, each cached by workload hash.
     record.evaluation.workload_cached = workload::is_prepared(&cache, &config, &args.device);
-    let workload_dir = workload::prepare(
-        &exe,
-        &cache,
-        &config,
-        &args.workload,
-        &args.device,
-        args.threads,
-        !args.json,
-    )?;
-    let corpus_file = args
-        .workload
-        .corpus
-        .as_ref()
-        .map(|p| p.canonicalize())
-        .transpose()?;
-    let job = Job {
-        program: Program::Wasm {
-            path: component.canonicalize()?,
-            precompiled: Some(precompiled),
-        },
-        config: config.clone(),
-        corpus_file,
-        token_dtype: args.workload.token_dtype.clone(),
-        workload_dir,
-        device: args.device.clone(),
-        limits,
-        threads: args.threads,
-        grace_s: worker::DEFAULT_GRACE_S,
-        snapshots: false,
+    let program = Program::Wasm {
+        path: component.canonicalize()?,
+        precompiled: Some(precompiled),
     };
+    let job = prepared_job(args, &exe, &cache, &config, program, limits)?;
     let (reference_dir, reference_report, cached) = reference_outputs(&exe, &cache, &job, kind)?;
     record.evaluation.reference_cached = cached;
 
@@ -337,18 +312,39 @@ pub fn prepare_caches(args: &BenchArgs) -> anyhow::Result<()> {
     let cache = workload::cache_dir(args.cache.as_deref());
     let hw = hardware::detect(device);
     peak::resolve(device, &hw, args.peak_tflops, &cache, args.recalibrate)?;
-    let workload_dir = workload::prepare(
+    let job = prepared_job(
+        args,
         &exe,
         &cache,
         &config,
+        Program::Reference,
+        Limits::default(),
+    )?;
+    reference_outputs(&exe, &cache, &job, workload::device_kind(&args.device))?;
+    Ok(())
+}
+
+/// Prepares the workload of `args` (cached by hash) and the job that runs `program` on it.
+fn prepared_job(
+    args: &BenchArgs,
+    exe: &Path,
+    cache: &Path,
+    config: &WorkloadConfig,
+    program: Program,
+    limits: Limits,
+) -> anyhow::Result<Job> {
+    let workload_dir = workload::prepare(
+        exe,
+        cache,
+        config,
         &args.workload,
         &args.device,
         args.threads,
         !args.json,
     )?;
-    let job = Job {
-        program: Program::Reference,
-        config,
+    Ok(Job {
+        program,
+        config: config.clone(),
         corpus_file: args
             .workload
             .corpus
@@ -358,13 +354,11 @@ pub fn prepare_caches(args: &BenchArgs) -> anyhow::Result<()> {
         token_dtype: args.workload.token_dtype.clone(),
         workload_dir,
         device: args.device.clone(),
-        limits: Limits::default(),
+        limits,
         threads: args.threads,
         grace_s: worker::DEFAULT_GRACE_S,
         snapshots: false,
-    };
-    reference_outputs(&exe, &cache, &job, workload::device_kind(&args.device))?;
-    Ok(())
+    })
 }
 
 /// Fills in the verdict and the evaluation's cost.
