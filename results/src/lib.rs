@@ -1,9 +1,21 @@
-//! crusades-results: the result record every later feature reads (store, leaderboard,
-//! reproduce, chain), and its JSON Schema. The SQLite store, the leaderboard and Crusades'
-//! weights rule arrive with their issues (../shared/DESIGN.md). Published records that CI
-//! reproduces live in `results/records/`.
+//! crusades-results: what outlives an evaluation.
+//!
+//! - `record`: the versioned result record every later feature reads, and its JSON Schema;
+//! - `store`: the SQLite store (submissions, evaluations, leader state, weights history);
+//! - `leaderboard`: ranking by median score and Crusades' adaptive threshold;
+//! - `weights`: winner-takes-all with burn;
+//! - `time`: RFC 3339 and the block clock.
+//!
+//! Published records that CI reproduces live in `results/records/`.
 
+pub mod leaderboard;
 pub mod record;
+pub mod store;
+pub mod time;
+pub mod weights;
+
+#[doc(hidden)]
+pub mod testing;
 
 pub use record::{GateCode, Record, Verdict, SCHEMA};
 

@@ -198,6 +198,10 @@ pub struct Run {
     /// Window (step) latency.
     pub step_latency: Option<Latency>,
     pub phases: Phases,
+    /// Per window, the loss the submission reported. A non-finite loss (which the `nan-inf`
+    /// gate rejects) is written as null, since JSON has no NaN, and reads back as NaN.
+    #[serde(with = "non_finite_as_null")]
+    #[schemars(with = "Vec<Option<f64>>")]
     pub losses: Vec<f64>,
     /// Per window, the label tokens whose loss the run differentiated.
     pub window_tokens: Vec<u64>,
@@ -505,6 +509,25 @@ pub struct Evaluation {
     pub workload_cached: bool,
     /// The gate thresholds in force (name → value), so a record can be re-judged.
     pub thresholds: std::collections::BTreeMap<String, f64>,
+}
+
+/// `Vec<f64>` whose NaN and infinities travel as JSON null (serde_json would write null for
+/// them anyway, and then refuse to read it back).
+mod non_finite_as_null {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(values: &[f64], s: S) -> Result<S::Ok, S::Error> {
+        let nullable: Vec<Option<f64>> = values
+            .iter()
+            .map(|v| v.is_finite().then_some(*v))
+            .collect();
+        nullable.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
+        let nullable = Vec::<Option<f64>>::deserialize(d)?;
+        Ok(nullable.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+    }
 }
 
 /// Reading a record back.

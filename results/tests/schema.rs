@@ -309,3 +309,17 @@ proptest! {
         prop_assert!(validator().is_valid(&serde_json::to_value(&record).unwrap()));
     }
 }
+
+/// A submission that reports a NaN loss is rejected (`nan-inf`), and its record must still be
+/// storable: the NaN travels as null and reads back as NaN.
+#[test]
+fn a_non_finite_loss_round_trips_as_null() {
+    let mut record = sample(0.25, Verdict::Rejected);
+    record.runs[0].losses = vec![f64::NAN, 2.5, f64::INFINITY];
+    let json = serde_json::to_value(&record).unwrap();
+    assert_eq!(json["runs"][0]["losses"], serde_json::json!([null, 2.5, null]));
+    assert!(validator().is_valid(&json));
+    let back = Record::from_json(&serde_json::to_vec(&record).unwrap()).unwrap();
+    let losses = &back.runs[0].losses;
+    assert!(losses[0].is_nan() && losses[1] == 2.5 && losses[2].is_nan());
+}
