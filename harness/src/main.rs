@@ -41,6 +41,20 @@ enum Command {
     CompressBench(commands::compress::BenchArgs),
     /// Build a submission crate into a WebAssembly component and print its sha256.
     Build(commands::build::BuildArgs),
+    /// The result store: import records, list and show evaluations.
+    Results {
+        #[command(subcommand)]
+        command: commands::results::ResultsCommand,
+    },
+    /// The ranking by median MFU, the leader, the MFU to beat and the weight vector.
+    Leaderboard(commands::results::LeaderboardArgs),
+    /// The weight vector (winner-takes-all with burn) at a block.
+    Weights(commands::results::WeightsArgs),
+    /// Re-run the evaluation a record describes (same submission, same workload) and say
+    /// REPRODUCED or DIVERGED.
+    Reproduce(commands::reproduce::ReproduceArgs),
+    /// Serve the dashboard and its JSON API (leaderboard, evaluations, MFU history, weights).
+    Serve(commands::serve::ServeArgs),
     /// Run the adversarial corpus (submissions/exploits) through bench: every case must end as
     /// its case.toml says.
     Corpus(commands::corpus::CorpusArgs),
@@ -80,6 +94,10 @@ fn main() -> ExitCode {
         } => commands::compress::aggregate(&uploads, &output, &device, json),
         Command::CompressBench(args) => commands::compress::bench(args),
         Command::Build(args) => commands::build::run(args),
+        Command::Results { command } => commands::results::run(command),
+        Command::Leaderboard(args) => commands::results::leaderboard_command(args),
+        Command::Weights(args) => commands::results::weights_command(args),
+        Command::Serve(args) => commands::serve::run(args),
         Command::Ops { json } => commands::ops::run(json),
         Command::Flops(args) => commands::flops::run(args),
         Command::Bench(args) => match commands::bench::run(args) {
@@ -87,6 +105,10 @@ fn main() -> ExitCode {
             Err(e) => Err(e),
         },
         Command::Corpus(args) => match commands::corpus::run(args) {
+            Ok(code) => return ExitCode::from(code),
+            Err(e) => Err(e),
+        },
+        Command::Reproduce(args) => match commands::reproduce::run(args) {
             Ok(code) => return ExitCode::from(code),
             Err(e) => Err(e),
         },

@@ -7,7 +7,10 @@ pub mod flops;
 pub mod hardware;
 pub mod ops;
 pub mod reference;
+pub mod reproduce;
+pub mod results;
 pub mod run;
+pub mod serve;
 pub mod workload;
 
 use crusades_reference::device::parse_device;
