@@ -60,7 +60,10 @@ impl Env {
 fn refused(o: &Output, needle: &str) {
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(2), "expected exit 2: {err}");
-    assert!(err.contains(needle), "stderr should mention {needle:?}: {err}");
+    assert!(
+        err.contains(needle),
+        "stderr should mention {needle:?}: {err}"
+    );
     assert!(!err.contains("panicked"), "{err}");
 }
 
@@ -75,11 +78,26 @@ fn block_of(at: &str) -> u64 {
 #[test]
 fn import_list_show_rank_and_weigh() {
     let env = Env::new();
-    let a1 = env.write("a1.json", &sample_record(A, 0.10, Verdict::Accepted, "2026-12-01T10:00:00Z"));
-    let b1 = env.write("b1.json", &sample_record(B, 0.15, Verdict::Accepted, "2026-12-01T12:00:00Z"));
-    let a2 = env.write("a2.json", &sample_record(A, 0.12, Verdict::Accepted, "2026-12-01T13:00:00Z"));
-    let a3 = env.write("a3.json", &sample_record(A, 0.11, Verdict::Accepted, "2026-12-01T14:00:00Z"));
-    let c1 = env.write("c1.json", &sample_record(C, 0.50, Verdict::Rejected, "2026-12-01T15:00:00Z"));
+    let a1 = env.write(
+        "a1.json",
+        &sample_record(A, 0.10, Verdict::Accepted, "2026-12-01T10:00:00Z"),
+    );
+    let b1 = env.write(
+        "b1.json",
+        &sample_record(B, 0.15, Verdict::Accepted, "2026-12-01T12:00:00Z"),
+    );
+    let a2 = env.write(
+        "a2.json",
+        &sample_record(A, 0.12, Verdict::Accepted, "2026-12-01T13:00:00Z"),
+    );
+    let a3 = env.write(
+        "a3.json",
+        &sample_record(A, 0.11, Verdict::Accepted, "2026-12-01T14:00:00Z"),
+    );
+    let c1 = env.write(
+        "c1.json",
+        &sample_record(C, 0.50, Verdict::Rejected, "2026-12-01T15:00:00Z"),
+    );
 
     let imported = env.json(&["results", "import", &a1, "--uid", "11"]);
     assert_eq!(imported[0]["leader_change"]["sha256"], A);
@@ -90,7 +108,11 @@ fn import_list_show_rank_and_weigh() {
     assert_eq!(change["previous_sha256"], A);
     assert!((change["threshold"].as_f64().unwrap() - 0.5).abs() < 1e-9);
     let imported = env.json(&["results", "import", &a2, &a3, &c1, "--uid", "11"]);
-    assert!(imported.as_array().unwrap().iter().all(|i| i["leader_change"].is_null()));
+    assert!(imported
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|i| i["leader_change"].is_null()));
     // Importing the same record again changes nothing.
     let again = env.json(&["results", "import", &a1]);
     assert_eq!(again[0]["duplicate"], true);
@@ -105,12 +127,18 @@ fn import_list_show_rank_and_weigh() {
     let of_a = env.json(&["results", "show", &A[..8]]);
     assert_eq!(of_a.as_array().unwrap().len(), 3);
     let text = env.ok(&["results", "show", &A[..8]]);
-    assert!(text.contains("median MFU 11.0%"), "{text}");
+    assert!(
+        text.contains("0.2.0/tiny/cpu: 3 evaluations, 3 accepted, median MFU 11.0%"),
+        "{text}"
+    );
     let id = rows[4]["id"].as_i64().unwrap().to_string();
     let one = env.json(&["results", "show", &id]);
     assert_eq!(one["record"]["submission"]["sha256"], A);
     let text = env.ok(&["results", "show", &id]);
-    assert!(text.contains("Verification") && text.contains("ACCEPTED"), "{text}");
+    assert!(
+        text.contains("Verification") && text.contains("ACCEPTED"),
+        "{text}"
+    );
 
     // Right after B's crowning, T = 0.5: the MFU to beat is 0.15 × 1.5.
     let crowned = block_of("2026-12-01T12:00:00Z");
@@ -124,7 +152,10 @@ fn import_list_show_rank_and_weigh() {
     assert_eq!(lb["unranked"], 1);
     assert_eq!(standings[0]["sha256"], B);
     assert_eq!(standings[1]["sha256"], A);
-    assert!((standings[1]["score"].as_f64().unwrap() - 0.11).abs() < 1e-9, "the median of A's three");
+    assert!(
+        (standings[1]["score"].as_f64().unwrap() - 0.11).abs() < 1e-9,
+        "the median of A's three"
+    );
     assert_eq!(standings[1]["evaluations"], 3);
     assert_eq!(board["weights"]["uids"], serde_json::json!([1, 22]));
     let text = env.ok(&["leaderboard", "--block", &block]);
@@ -132,7 +163,15 @@ fn import_list_show_rank_and_weigh() {
 
     // Far later, T has decayed to base.
     let later = (crowned + 100_000).to_string();
-    let w = env.json(&["weights", "--block", &later, "--burn-uid", "3", "--burn-rate", "0.9"]);
+    let w = env.json(&[
+        "weights",
+        "--block",
+        &later,
+        "--burn-uid",
+        "3",
+        "--burn-rate",
+        "0.9",
+    ]);
     assert!((w["threshold"].as_f64().unwrap() - 0.01).abs() < 1e-6);
     assert_eq!(w["weights"]["uids"], serde_json::json!([3, 22]));
     let weights: Vec<f64> = serde_json::from_value(w["weights"]["weights"].clone()).unwrap();
@@ -141,7 +180,10 @@ fn import_list_show_rank_and_weigh() {
     let w = env.json(&["weights", "--block", &later, "--record"]);
     assert_eq!(w["recorded"], true);
     // A kept state only moves forward.
-    refused(&env.run(&["weights", "--block", "5", "--record"]), "before the leader was crowned");
+    refused(
+        &env.run(&["weights", "--block", "5", "--record"]),
+        "before the leader was crowned",
+    );
 }
 
 #[test]
@@ -152,13 +194,19 @@ fn bad_input_is_refused_and_nothing_stored_is_lost() {
     refused(&env.run(&["results", "list"]), "no results store");
     assert!(!env.db().exists());
 
-    let good = env.write("good.json", &sample_record(A, 0.2, Verdict::Accepted, "2026-12-01T10:00:00Z"));
+    let good = env.write(
+        "good.json",
+        &sample_record(A, 0.2, Verdict::Accepted, "2026-12-01T10:00:00Z"),
+    );
     env.ok(&["results", "import", &good]);
     let bad = env.dir.path().join("bad.json");
     std::fs::write(&bad, b"{\"schema\": \"crusades.record/1\", \"oops\": ").unwrap();
     let other = env.dir.path().join("other.json");
     std::fs::write(&other, br#"{"schema": "someone.else/9"}"#).unwrap();
-    let more = env.write("more.json", &sample_record(B, 0.3, Verdict::Accepted, "2026-12-01T11:00:00Z"));
+    let more = env.write(
+        "more.json",
+        &sample_record(B, 0.3, Verdict::Accepted, "2026-12-01T11:00:00Z"),
+    );
     let o = env.run(&[
         "results",
         "import",
@@ -169,14 +217,25 @@ fn bad_input_is_refused_and_nothing_stored_is_lost() {
     ]);
     refused(&o, "nothing imported: 3 of 4 files");
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("bad.json") && err.contains("someone.else/9") && err.contains("/no/such/record.json"), "{err}");
+    assert!(
+        err.contains("bad.json")
+            && err.contains("someone.else/9")
+            && err.contains("/no/such/record.json"),
+        "{err}"
+    );
     assert_eq!(env.json(&["results", "list"]).as_array().unwrap().len(), 1);
 
     refused(&env.run(&["results", "show", "99999"]), "99999");
     refused(&env.run(&["results", "show", "ffffffff"]), "ffffffff");
-    refused(&env.run(&["leaderboard", "--competition", "9.9/huge/tpu"]), "9.9/huge/tpu");
+    refused(
+        &env.run(&["leaderboard", "--competition", "9.9/huge/tpu"]),
+        "9.9/huge/tpu",
+    );
     refused(&env.run(&["weights", "--burn-rate", "1.5"]), "burn rate");
-    refused(&env.run(&["leaderboard", "--threshold-decay", "2"]), "decay");
+    refused(
+        &env.run(&["leaderboard", "--threshold-decay", "2"]),
+        "decay",
+    );
 
     // A store written by a newer crusades: refused, and left as it was.
     set_user_version(&env.db(), 9_999);
@@ -186,7 +245,11 @@ fn bad_input_is_refused_and_nothing_stored_is_lost() {
     assert_eq!(std::fs::read(env.db()).unwrap(), before);
 
     // Not a database at all.
-    std::fs::write(env.db(), b"these are not the bytes of a database, they are a short note").unwrap();
+    std::fs::write(
+        env.db(),
+        b"these are not the bytes of a database, they are a short note",
+    )
+    .unwrap();
     let o = env.run(&["results", "list"]);
     assert!(!String::from_utf8_lossy(&o.stderr).contains("panicked"));
     assert_ne!(o.status.code(), Some(0));

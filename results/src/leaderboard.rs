@@ -56,7 +56,10 @@ impl ThresholdRule {
     /// Why the rule is unusable, if it is.
     pub fn check(&self) -> Result<(), String> {
         if !(self.base.is_finite() && self.base >= 0.0) {
-            return Err(format!("the base threshold must be ≥ 0 (got {})", self.base));
+            return Err(format!(
+                "the base threshold must be ≥ 0 (got {})",
+                self.base
+            ));
         }
         if !(0.0..=1.0).contains(&self.decay) {
             return Err(format!("the decay must be within 0…1 (got {})", self.decay));
@@ -365,7 +368,13 @@ pub fn settle(
         let at = crate::time::rfc3339(std::time::SystemTime::now());
         step(ledger, competition, block, &at, rule)?;
         let scores = ledger.scores(competition)?;
-        Ok(board(competition, block, rule, ledger.leader(competition)?, &scores))
+        Ok(board(
+            competition,
+            block,
+            rule,
+            ledger.leader(competition)?,
+            &scores,
+        ))
     })
 }
 
@@ -517,7 +526,11 @@ mod tests {
         let (state, _) = advance(state, &two, C, 1, "t", &rule);
         assert_eq!(state.as_ref().unwrap().threshold, 1.0);
         // "c" at 30 needs > 20·(1 + T): at block 1 T = 1.0 (needs 40), so no.
-        let three = [sub("a", 0, &[10.0]), sub("b", 1, &[20.0]), sub("c", 2, &[30.0])];
+        let three = [
+            sub("a", 0, &[10.0]),
+            sub("b", 1, &[20.0]),
+            sub("c", 2, &[30.0]),
+        ];
         let (state, change) = advance(state, &three, C, 2, "t", &rule);
         assert_eq!(leader_of(&state), "b");
         assert!(change.is_none());
@@ -552,7 +565,10 @@ mod tests {
         );
         let order: Vec<_> = table.iter().map(|r| (r.rank, r.sha256.as_str())).collect();
         assert_eq!(order, [(1, "top"), (2, "early"), (3, "late")]);
-        assert_eq!((table[0].score, table[0].score_min, table[0].score_max), (8.0, 1.0, 9.0));
+        assert_eq!(
+            (table[0].score, table[0].score_min, table[0].score_max),
+            (8.0, 1.0, 9.0)
+        );
         assert!(table[1].leader && !table[0].leader);
     }
 

@@ -517,16 +517,17 @@ mod non_finite_as_null {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     pub fn serialize<S: Serializer>(values: &[f64], s: S) -> Result<S::Ok, S::Error> {
-        let nullable: Vec<Option<f64>> = values
-            .iter()
-            .map(|v| v.is_finite().then_some(*v))
-            .collect();
+        let nullable: Vec<Option<f64>> =
+            values.iter().map(|v| v.is_finite().then_some(*v)).collect();
         nullable.serialize(s)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f64>, D::Error> {
         let nullable = Vec::<Option<f64>>::deserialize(d)?;
-        Ok(nullable.into_iter().map(|v| v.unwrap_or(f64::NAN)).collect())
+        Ok(nullable
+            .into_iter()
+            .map(|v| v.unwrap_or(f64::NAN))
+            .collect())
     }
 }
 

@@ -51,8 +51,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     };
     let (year, month, day) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (hour, min, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60
-    {
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) || hour > 23 || min > 59 || sec > 60 {
         return None;
     }
     let mut rest = &s[19..];
@@ -65,7 +64,10 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     }
     let offset = match rest {
         "Z" | "z" => 0,
-        _ if rest.len() == 6 && matches!(rest.as_bytes()[0], b'+' | b'-') && rest.as_bytes()[3] == b':' => {
+        _ if rest.len() == 6
+            && matches!(rest.as_bytes()[0], b'+' | b'-')
+            && rest.as_bytes()[3] == b':' =>
+        {
             let sign = if rest.starts_with('-') { -1 } else { 1 };
             let (h, m): (i64, i64) = (rest[1..3].parse().ok()?, rest[4..6].parse().ok()?);
             sign * (h * 3600 + m * 60)
@@ -110,7 +112,10 @@ mod tests {
         assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(at(1_796_596_863), "2026-12-06T22:41:03Z");
         assert_eq!(parse_rfc3339("2026-12-06T22:41:03Z"), Some(1_796_596_863));
-        assert_eq!(parse_rfc3339("2026-12-07T00:41:03.25+02:00"), Some(1_796_596_863));
+        assert_eq!(
+            parse_rfc3339("2026-12-07T00:41:03.25+02:00"),
+            Some(1_796_596_863)
+        );
         assert_eq!(parse_rfc3339("2026-13-06T22:41:03Z"), None);
         assert_eq!(parse_rfc3339("2026-12-06 22:41"), None);
         assert_eq!(parse_rfc3339(""), None);

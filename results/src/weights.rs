@@ -166,14 +166,25 @@ mod tests {
 
     #[test]
     fn edge_rates_and_a_burn_uid_winner() {
-        let all = WeightsRule { burn_uid: 1, burn_rate: 0.0 };
+        let all = WeightsRule {
+            burn_uid: 1,
+            burn_rate: 0.0,
+        };
         let v = weights_for(&board(Some(Some(7))), &all);
         assert_eq!((v.uids, v.weights), (vec![7], vec![1.0]));
-        let none = WeightsRule { burn_uid: 1, burn_rate: 1.0 };
+        let none = WeightsRule {
+            burn_uid: 1,
+            burn_rate: 1.0,
+        };
         let v = weights_for(&board(Some(Some(7))), &none);
         assert_eq!((v.uids, v.weights), (vec![1], vec![1.0]));
         let v = weights_for(&board(Some(Some(1))), &WeightsRule::default());
         assert_eq!((v.uids, v.weights), (vec![1], vec![1.0]));
-        assert!(WeightsRule { burn_uid: 1, burn_rate: 1.5 }.check().is_err());
+        assert!(WeightsRule {
+            burn_uid: 1,
+            burn_rate: 1.5
+        }
+        .check()
+        .is_err());
     }
 }

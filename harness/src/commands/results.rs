@@ -269,7 +269,12 @@ fn import(args: ImportArgs) -> anyhow::Result<()> {
 
 fn print_imported(i: &Imported, path: &Path) {
     if i.duplicate {
-        println!("  #{:<5} {}  already stored ({})", i.id, short(&i.sha256), path.display());
+        println!(
+            "  #{:<5} {}  already stored ({})",
+            i.id,
+            short(&i.sha256),
+            path.display()
+        );
         return;
     }
     let mut line = format!(
@@ -277,7 +282,7 @@ fn print_imported(i: &Imported, path: &Path) {
         i.id,
         short(&i.sha256),
         i.competition,
-        i.block
+        report::count(i.block as f64)
     );
     if i.new_submission {
         line.push_str("  · new submission");
@@ -386,20 +391,31 @@ fn show(args: ShowArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     let sha = &rows[0].sha256;
-    let scores: Vec<f64> = rows
-        .iter()
-        .filter(|r| r.verdict == Verdict::Accepted)
-        .filter_map(|r| r.score)
-        .collect();
     println!("Submission {sha}");
-    println!(
-        "           {} evaluations, {} accepted{}\n",
-        rows.len(),
-        scores.len(),
-        leaderboard::median(&scores)
-            .map(|m| format!(", median MFU {}", report::percent(m)))
-            .unwrap_or_default()
-    );
+    // Scores compare only within a competition, so the medians are per competition.
+    let mut competitions: Vec<&str> = rows.iter().map(|r| r.competition.as_str()).collect();
+    competitions.sort_unstable();
+    competitions.dedup();
+    for competition in competitions {
+        let of: Vec<&EvaluationRow> = rows
+            .iter()
+            .filter(|r| r.competition == competition)
+            .collect();
+        let scores: Vec<f64> = of
+            .iter()
+            .filter(|r| r.verdict == Verdict::Accepted)
+            .filter_map(|r| r.score)
+            .collect();
+        println!(
+            "           {competition}: {} evaluations, {} accepted{}",
+            of.len(),
+            scores.len(),
+            leaderboard::median(&scores)
+                .map(|m| format!(", median MFU {}", report::percent(m)))
+                .unwrap_or_default()
+        );
+    }
+    println!();
     print_rows(&rows);
     println!("\n`crusades results show ID` shows one in full.");
     Ok(())
@@ -551,7 +567,10 @@ fn print_board(b: &Leaderboard) {
         _ => println!("Leader       none yet: the first accepted submission leads"),
     }
     if b.standings.is_empty() {
-        println!("\nno accepted submissions ({} evaluated, none accepted)", b.unranked);
+        println!(
+            "\nno accepted submissions ({} evaluated, none accepted)",
+            b.unranked
+        );
         return;
     }
     println!(
@@ -589,7 +608,11 @@ fn print_weights(b: &Leaderboard, v: &WeightVector) {
         .zip(&v.weights)
         .map(|(u, w)| format!("uid {u} → {w:.4}"))
         .collect();
-    println!("Weights at block {}: {}", report::count(b.block as f64), parts.join(", "));
+    println!(
+        "Weights at block {}: {}",
+        report::count(b.block as f64),
+        parts.join(", ")
+    );
     if let Some(note) = &v.note {
         println!("             {note}");
     }
