@@ -6,7 +6,7 @@
 //! one record (`crusades-results`), printed for people or as JSON.
 
 use std::path::{Path, PathBuf};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use clap::Args;
 
@@ -373,7 +373,7 @@ fn finish(mut record: Record, started: Instant) -> Record {
     } else {
         Verdict::Rejected
     };
-    record.created_at = rfc3339(SystemTime::now());
+    record.created_at = crusades_results::time::rfc3339(SystemTime::now());
     let e = &mut record.evaluation;
     e.wall_s = started.elapsed().as_secs_f64();
     e.timed_s = record.runs.iter().map(|r| r.wall_s).sum();
@@ -722,31 +722,6 @@ fn profile_info(p: &crusades_sandbox::accounting::Profile) -> record::Profile {
     }
 }
 
-/// RFC 3339 in UTC, to the second.
-fn rfc3339(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
 /// The CUDA clock cross-check and the NVML telemetry of the median run, with any warning of
 /// any run.
 fn print_gpu_lines(r: &Record) {
@@ -814,7 +789,8 @@ fn print_gpu_lines(r: &Record) {
     }
 }
 
-fn print_human(r: &Record, top: usize, out: Option<&Path>) {
+/// The human report of one record (`bench`, and `results show`).
+pub fn print_human(r: &Record, top: usize, out: Option<&Path>) {
     let w = &r.workload;
     println!(
         "Benchmark  {}\n           sha256 {}  ·  {} bytes",
@@ -943,18 +919,5 @@ fn print_human(r: &Record, top: usize, out: Option<&Path>) {
     );
     if let Some(path) = out {
         println!("Record     {}", path.display());
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rfc3339_matches_known_instants() {
-        let at = |s: u64| rfc3339(UNIX_EPOCH + std::time::Duration::from_secs(s));
-        assert_eq!(at(0), "1970-01-01T00:00:00Z");
-        assert_eq!(at(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(at(1_795_651_199), "2026-11-25T23:59:59Z");
     }
 }

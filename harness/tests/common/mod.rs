@@ -27,19 +27,12 @@ pub fn crusades(args: &[&str], cache: &Path) -> Output {
         .expect("the binary runs")
 }
 
+/// Builds a guest workspace as `crusades build` does (the same flags, so the two share cargo's
+/// cache rather than rebuilding each other's guests).
 fn cargo_build(workspace: &Path) {
-    let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args([
-            "build",
-            "--quiet",
-            "--release",
-            "--target",
-            "wasm32-unknown-unknown",
-            "--manifest-path",
-        ])
-        .arg(workspace.join("Cargo.toml"))
-        .status()
-        .expect("cargo runs");
+    let mut build = crusades::commands::build::WasmBuild::new(&workspace.join("Cargo.toml"))
+        .expect("the guest build is set up");
+    let status = build.command.arg("--quiet").status().expect("cargo runs");
     assert!(
         status.success(),
         "building the guests in {} failed",
