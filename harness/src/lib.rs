@@ -1,5 +1,7 @@
 //! The `crusades` binary's library: its commands and what they are built from.
 //!
+//! - `chain`: what miners commit and the u16 weights `set_weights` takes (the client and the
+//!   validator daemon build on it);
 //! - `commands`: one module per subcommand (`bench`, `run`, `build`, `ops`, `flops`,
 //!   `reference`, `compress`, …) and the workload flags and caches they share;
 //! - `flops`: the FLOP model (model FLOPs per token, MFU and HFU arithmetic);
@@ -12,6 +14,7 @@
 //! Telemetry (NVML during the runs), the validator daemon and the chain client arrive with
 //! their issues (../shared/DESIGN.md).
 
+pub mod chain;
 pub mod commands;
 pub mod flops;
 pub mod gates;
