@@ -127,6 +127,12 @@ try {
   // ---- a rejected evaluation shows its failed gate
   if (expected.rejected !== undefined) {
     await page.goto(`${url.replace(/\/?$/, '/')}#/evaluation/${expected.rejected}`);
+    // Only the hash changes, so the previous evaluation's gates are still on the page until
+    // this one renders: wait for this one's heading, not for any gate row.
+    await page.waitForFunction(
+      (id) => document.querySelector('#summary-h')?.textContent.trim() === `Evaluation #${id}`,
+      expected.rejected,
+    );
     await page.waitForSelector('#gates tbody tr');
     const failed = await page.locator('#gates tbody tr.failed').count();
     check(failed >= 1, `the rejected evaluation shows its failed gate (${failed})`);
