@@ -178,6 +178,25 @@ fn reproduce(record: &Path, extra: &[&str]) -> (Option<i32>, serde_json::Value, 
     (o.status.code(), v, o)
 }
 
+/// `crusades reproduce RECORD --runs 1` with one worker thread, as people read it: the exit
+/// code and the report.
+fn reproduce_text(record: &Path, extra: &[&str]) -> (Option<i32>, String) {
+    let mut args = vec![
+        "reproduce",
+        record.to_str().unwrap(),
+        "--threads",
+        "1",
+        "--runs",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    let o = crusades(&args, fixture().cache.path());
+    (
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+    )
+}
+
 fn reason_codes(v: &serde_json::Value) -> Vec<String> {
     v["reasons"]
         .as_array()
@@ -209,19 +228,8 @@ fn a_fresh_record_reproduces() {
     assert_eq!(v["losses"]["windows"], 3);
 
     // The human report says the same.
-    let o = crusades(
-        &[
-            "reproduce",
-            f.record.to_str().unwrap(),
-            "--threads",
-            "1",
-            "--runs",
-            "1",
-        ],
-        f.cache.path(),
-    );
-    let text = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(0), "{text}");
+    let (code, text) = reproduce_text(&f.record, &[]);
+    assert_eq!(code, Some(0), "{text}");
     assert!(text.trim_end().ends_with("REPRODUCED"), "{text}");
     for row in [
         "Verdict",
@@ -266,19 +274,8 @@ fn a_tampered_score_or_verdict_diverges_and_says_why() {
     let (code, v, _) = reproduce(&record, &["--runs", "1"]);
     assert_eq!(code, Some(3), "{v:#}");
     assert_eq!(reason_codes(&v), ["verdict", "error-code"], "{v:#}");
-    let human = crusades(
-        &[
-            "reproduce",
-            record.to_str().unwrap(),
-            "--threads",
-            "1",
-            "--runs",
-            "1",
-        ],
-        fixture().cache.path(),
-    );
-    let text = String::from_utf8_lossy(&human.stdout);
-    assert_eq!(human.status.code(), Some(3), "{text}");
+    let (code, text) = reproduce_text(&record, &[]);
+    assert_eq!(code, Some(3), "{text}");
     assert!(
         text.contains("DIVERGED: verdict: the verdict is ACCEPTED now, REJECTED in the record"),
         "{text}"
@@ -327,21 +324,8 @@ fn a_record_from_other_hardware_is_reported_not_diverged() {
         mismatch.starts_with("recorded on Imaginary CPU 9000"),
         "{mismatch}"
     );
-    let human = crusades(
-        &[
-            "reproduce",
-            record.to_str().unwrap(),
-            "--threads",
-            "1",
-            "--runs",
-            "1",
-            "--peak-tflops",
-            "1",
-        ],
-        fixture().cache.path(),
-    );
-    let text = String::from_utf8_lossy(&human.stdout);
-    assert_eq!(human.status.code(), Some(0), "{text}");
+    let (code, text) = reproduce_text(&record, &["--peak-tflops", "1"]);
+    assert_eq!(code, Some(0), "{text}");
     assert!(
         text.contains("HARDWARE MISMATCH: recorded on Imaginary CPU 9000")
             && text.contains("the score is shown but not compared"),

@@ -335,24 +335,27 @@ pub fn import(
     store.write(|ledger| {
         let inserted = ledger.insert_evaluation(record, meta)?;
         let competition = competition_of(record);
-        let row = ledger
-            .evaluation(inserted.id)?
-            .ok_or_else(|| StoreError::NotFound(format!("evaluation {}", inserted.id)))?
-            .row;
-        let mut imported = Imported {
+        let leader_change = if inserted.duplicate {
+            None
+        } else {
+            step(
+                ledger,
+                &competition,
+                inserted.block,
+                &record.created_at,
+                rule,
+            )?
+            .change
+        };
+        Ok(Imported {
             id: inserted.id,
-            sha256: row.sha256.clone(),
-            competition: competition.clone(),
-            block: row.block,
+            sha256: record.submission.sha256.clone(),
+            competition,
+            block: inserted.block,
             duplicate: inserted.duplicate,
             new_submission: inserted.new_submission,
-            leader_change: None,
-        };
-        if !inserted.duplicate {
-            imported.leader_change =
-                step(ledger, &competition, row.block, &record.created_at, rule)?;
-        }
-        Ok(imported)
+            leader_change,
+        })
     })
 }
 
@@ -366,16 +369,22 @@ pub fn settle(
 ) -> Result<Leaderboard, StoreError> {
     store.write(|ledger| {
         let at = crate::time::rfc3339(std::time::SystemTime::now());
-        step(ledger, competition, block, &at, rule)?;
-        let scores = ledger.scores(competition)?;
+        let stepped = step(ledger, competition, block, &at, rule)?;
         Ok(board(
             competition,
             block,
             rule,
-            ledger.leader(competition)?,
-            &scores,
+            stepped.state,
+            &stepped.scores,
         ))
     })
+}
+
+/// The leader state after [`step`], the scores it was computed from, and the change, if any.
+struct Stepped {
+    state: Option<LeaderState>,
+    scores: Vec<SubmissionScores>,
+    change: Option<LeaderChange>,
 }
 
 fn step(
@@ -384,7 +393,7 @@ fn step(
     block: u64,
     at: &str,
     rule: &ThresholdRule,
-) -> Result<Option<LeaderChange>, StoreError> {
+) -> Result<Stepped, StoreError> {
     let scores = ledger.scores(competition)?;
     let kept = ledger.leader(competition)?;
     let (state, change) = advance(kept.clone(), &scores, competition, block, at, rule);
@@ -397,7 +406,11 @@ fn step(
     if let Some(c) = &change {
         ledger.append_leader_change(c)?;
     }
-    Ok(change)
+    Ok(Stepped {
+        state,
+        scores,
+        change,
+    })
 }
 
 #[cfg(test)]

@@ -485,6 +485,8 @@ pub struct Inserted {
     pub duplicate: bool,
     /// Its submission was not in the store before.
     pub new_submission: bool,
+    /// The block the evaluation is stored under.
+    pub block: u64,
 }
 
 /// One evaluation's indexed columns.
@@ -606,16 +608,20 @@ impl Ledger<'_> {
         if let Some(id) = self
             .conn
             .query_row(
-                "SELECT id FROM evaluations WHERE record_sha256 = ?1",
+                "SELECT id, block FROM evaluations WHERE record_sha256 = ?1",
                 [&digest],
-                |r| r.get::<_, i64>(0),
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
             )
             .optional()?
         {
+            let (id, block) = id;
             return Ok(Inserted {
                 id,
                 duplicate: true,
                 new_submission: false,
+                block: u64::try_from(block).map_err(|_| {
+                    self.corrupt(format!("evaluation {id}"), format!("its block is {block}"))
+                })?,
             });
         }
 
@@ -630,7 +636,7 @@ impl Ledger<'_> {
                 )))
             }
         };
-        let block = to_i64(block, "block")?;
+        let block_i64 = to_i64(block, "block")?;
         let uid = meta.uid.or_else(|| u16::try_from(record.workload.uid).ok());
         let bytes = to_i64(record.submission.bytes, "submission bytes")?;
         if let Some(score) = record.score.as_ref().map(|s| s.mfu) {
@@ -652,18 +658,25 @@ impl Ledger<'_> {
                     "INSERT INTO submissions \
                      (sha256, hotkey, uid, bytes, first_seen_at, first_seen_block) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                    params![sha256, meta.hotkey, uid, bytes, record.created_at, block],
+                    params![
+                        sha256,
+                        meta.hotkey,
+                        uid,
+                        bytes,
+                        record.created_at,
+                        block_i64
+                    ],
                 )?;
             }
             Some((seen_at, seen_block)) => {
-                let earlier = first_seen_key(block, &record.created_at)
+                let earlier = first_seen_key(block_i64, &record.created_at)
                     < first_seen_key(seen_block, &seen_at);
                 self.conn.execute(
                     "UPDATE submissions SET hotkey = coalesce(hotkey, ?2), uid = coalesce(uid, ?3), \
                      first_seen_at = CASE WHEN ?4 THEN ?5 ELSE first_seen_at END, \
                      first_seen_block = CASE WHEN ?4 THEN ?6 ELSE first_seen_block END \
                      WHERE sha256 = ?1",
-                    params![sha256, meta.hotkey, uid, earlier, record.created_at, block],
+                    params![sha256, meta.hotkey, uid, earlier, record.created_at, block_i64],
                 )?;
             }
         }
@@ -688,7 +701,7 @@ impl Ledger<'_> {
                 record.harness.version,
                 record.created_at,
                 created_unix,
-                block,
+                block_i64,
                 meta.validator,
                 digest,
                 json,
@@ -698,6 +711,7 @@ impl Ledger<'_> {
             id: self.conn.last_insert_rowid(),
             duplicate: false,
             new_submission,
+            block,
         })
     }
 
@@ -1284,18 +1298,7 @@ mod tests {
             "2026-11-25T12:00:00Z",
         );
         assert_eq!(hardware_of(&record), "AMD EPYC 7B13 ×2");
-        record.hardware.gpu = Some(crate::record::Gpu {
-            name: "NVIDIA H100 80GB HBM3".into(),
-            uuid: None,
-            driver: None,
-            memory_bytes: None,
-            sm_count: None,
-            sm_clock_max_mhz: None,
-            power_limit_w: None,
-            compute_capability: None,
-            cuda_driver: None,
-            nvrtc: None,
-        });
+        record.hardware.gpu = Some(crate::testing::gpu("NVIDIA H100 80GB HBM3"));
         assert_eq!(hardware_of(&record), "AMD EPYC 7B13 ×2");
         record.workload.device = "cuda:0".into();
         assert_eq!(hardware_of(&record), "NVIDIA H100 80GB HBM3");

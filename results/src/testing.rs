@@ -199,3 +199,19 @@ pub fn sample_record(sha256: &str, score: f64, verdict: Verdict, created_at: &st
         },
     }
 }
+
+/// A GPU known only by its name (what hardware comparisons look at).
+pub fn gpu(name: &str) -> Gpu {
+    Gpu {
+        name: name.into(),
+        uuid: None,
+        driver: None,
+        memory_bytes: None,
+        sm_count: None,
+        sm_clock_max_mhz: None,
+        power_limit_w: None,
+        compute_capability: None,
+        cuda_driver: None,
+        nvrtc: None,
+    }
+}

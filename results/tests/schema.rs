@@ -317,7 +317,10 @@ fn a_non_finite_loss_round_trips_as_null() {
     let mut record = sample(0.25, Verdict::Rejected);
     record.runs[0].losses = vec![f64::NAN, 2.5, f64::INFINITY];
     let json = serde_json::to_value(&record).unwrap();
-    assert_eq!(json["runs"][0]["losses"], serde_json::json!([null, 2.5, null]));
+    assert_eq!(
+        json["runs"][0]["losses"],
+        serde_json::json!([null, 2.5, null])
+    );
     assert!(validator().is_valid(&json));
     let back = Record::from_json(&serde_json::to_vec(&record).unwrap()).unwrap();
     let losses = &back.runs[0].losses;

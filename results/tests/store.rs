@@ -143,7 +143,8 @@ fn the_same_record_twice_is_one_evaluation_and_changes_nothing() {
         Inserted {
             id: first.id,
             duplicate: true,
-            new_submission: false
+            new_submission: false,
+            block: first.block,
         }
     );
     let read = store.read();

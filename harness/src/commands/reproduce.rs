@@ -481,17 +481,7 @@ struct HarnessLine<'a> {
 }
 
 pub fn run(args: ReproduceArgs) -> anyhow::Result<u8> {
-    let bytes = match std::fs::read(&args.record) {
-        Ok(b) => b,
-        Err(e) => bail_input!("cannot read the record {}: {e}", args.record.display()),
-    };
-    let recorded = match Record::from_json(&bytes) {
-        Ok(r) => r,
-        Err(e) => bail_input!(
-            "{}: {e}. Give a record written by `crusades bench --out` (results/records/*.json)",
-            args.record.display()
-        ),
-    };
+    let recorded = super::results::read_record(&args.record)?;
     if args.runs == Some(0) {
         bail_input!("--runs must be at least 1");
     }
@@ -1046,18 +1036,7 @@ mod tests {
         threads.hardware.cpu.torch_threads += 1;
         assert!(!compare(&r, &threads, None).hardware_match);
         // On CUDA only the GPU counts.
-        let gpu = |name: &str| record::Gpu {
-            name: name.into(),
-            uuid: None,
-            driver: None,
-            memory_bytes: None,
-            sm_count: None,
-            sm_clock_max_mhz: None,
-            power_limit_w: None,
-            compute_capability: None,
-            cuda_driver: None,
-            nvrtc: None,
-        };
+        let gpu = crusades_results::testing::gpu;
         let (mut a, mut b) = (r.hardware.clone(), r.hardware.clone());
         a.gpu = Some(gpu("NVIDIA H100 80GB HBM3"));
         b.gpu = Some(gpu("NVIDIA H100 80GB HBM3"));

@@ -203,14 +203,18 @@ pub fn run(command: ResultsCommand) -> anyhow::Result<()> {
     }
 }
 
-fn read_record(path: &Path) -> anyhow::Result<Record> {
+/// Reads and parses a record file; either failure is bad input (exit 2) naming the file.
+pub fn read_record(path: &Path) -> anyhow::Result<Record> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
-        Err(e) => bail_input!("{}: {e}", path.display()),
+        Err(e) => bail_input!("cannot read the record {}: {e}", path.display()),
     };
     match Record::from_json(&bytes) {
         Ok(r) => Ok(r),
-        Err(e) => bail_input!("{}: {e}", path.display()),
+        Err(e) => bail_input!(
+            "{}: {e}. Give a record written by `crusades bench --out`",
+            path.display()
+        ),
     }
 }
 

@@ -393,17 +393,9 @@ fn competition(ledger: &Ledger<'_>, asked: Option<String>) -> Result<String, Api
     }
 }
 
+/// The store lists competitions newest first, so the latest is the first.
 fn latest_competition(known: &[crusades_results::store::CompetitionRow]) -> Option<String> {
-    known
-        .iter()
-        .max_by(|a, b| {
-            let t = |r: &crusades_results::store::CompetitionRow| {
-                crusades_results::time::parse_rfc3339(&r.latest_at).unwrap_or(i64::MIN)
-            };
-            t(a).cmp(&t(b))
-                .then_with(|| b.competition.cmp(&a.competition))
-        })
-        .map(|r| r.competition.clone())
+    known.first().map(|r| r.competition.clone())
 }
 
 // ------------------------------------------------------------------------------- handlers
