@@ -21,6 +21,7 @@ pub mod gates;
 pub mod hardware;
 pub mod peak;
 pub mod report;
+pub mod validator;
 pub mod verify;
 
 /// A problem with what the user asked for or handed in (exit code 2), as opposed to a failure

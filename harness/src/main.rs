@@ -55,6 +55,15 @@ enum Command {
     Reproduce(commands::reproduce::ReproduceArgs),
     /// Serve the dashboard and its JSON API (leaderboard, evaluations, MFU history, weights).
     Serve(commands::serve::ServeArgs),
+    /// The validator daemon: chain commitments in, evaluations, weights out (see
+    /// `--print-config` for the config file).
+    Validate(commands::validate::ValidateArgs),
+    /// One-shot chain actions: commit a submission, set weights once, read the metagraph and
+    /// the commitments.
+    Chain {
+        #[command(subcommand)]
+        command: commands::chain::ChainCommand,
+    },
     /// Run the adversarial corpus (submissions/exploits) through bench: every case must end as
     /// its case.toml says.
     Corpus(commands::corpus::CorpusArgs),
@@ -98,6 +107,8 @@ fn main() -> ExitCode {
         Command::Leaderboard(args) => commands::results::leaderboard_command(args),
         Command::Weights(args) => commands::results::weights_command(args),
         Command::Serve(args) => commands::serve::run(args),
+        Command::Validate(args) => commands::validate::run(args),
+        Command::Chain { command } => commands::chain::run(command),
         Command::Ops { json } => commands::ops::run(json),
         Command::Flops(args) => commands::flops::run(args),
         Command::Bench(args) => match commands::bench::run(args) {
@@ -151,4 +162,13 @@ fn is_input_error(e: &anyhow::Error) -> bool {
             || c.downcast_ref::<crusades_reference::Error>()
                 .is_some_and(crusades_reference::Error::is_input_error)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

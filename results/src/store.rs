@@ -1,6 +1,6 @@
 //! The SQLite store: submissions, evaluations (each one's full record, plus the columns lists
 //! and the leaderboard query by), the leader of each competition, the history of leader
-//! changes and of weight vectors.
+//! changes and of weight vectors, and the validator daemon's state (`crate::queue`).
 //!
 //! - One file (`results.db`), SQLite bundled with the binary, in WAL mode with
 //!   `synchronous=FULL`: a committed transaction survives a killed process and a power cut; a
@@ -33,10 +33,11 @@ use crate::weights::WeightsEntry;
 const MIGRATIONS: &[(u32, &str)] = &[
     (1, include_str!("../migrations/0001_schema.sql")),
     (2, include_str!("../migrations/0002_validator.sql")),
+    (3, include_str!("../migrations/0003_commitments.sql")),
 ];
 
 /// The newest schema this crusades reads and writes: the last migration's number.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 const _: () = assert!(MIGRATIONS[MIGRATIONS.len() - 1].0 == SCHEMA_VERSION);
 
@@ -556,7 +557,7 @@ pub struct CompetitionRow {
 /// The store's reads and writes over one connection: a transaction inside [`Store::write`],
 /// the bare connection from [`Store::read`].
 pub struct Ledger<'c> {
-    conn: &'c Connection,
+    pub(crate) conn: &'c Connection,
     path: Option<&'c Path>,
 }
 
@@ -573,8 +574,12 @@ impl fmt::Debug for Ledger<'_> {
 const EVAL_COLUMNS: &str = "id, sha256, hotkey, uid, competition, workload_hash, preset, device, \
      verdict, error_code, score, hardware, harness_version, created_at, block, validator";
 
+/// The columns of a [`WeightsEntry`], in `weights_entry`'s order.
+pub(crate) const WEIGHTS_COLUMNS: &str =
+    "id, competition, block, at, uids, weights, leader_sha256, threshold, source";
+
 /// Newest first.
-const NEWEST_FIRST: &str = "created_unix DESC, created_at DESC, id DESC";
+pub(crate) const NEWEST_FIRST: &str = "created_unix DESC, created_at DESC, id DESC";
 
 impl Ledger<'_> {
     // ---------------------------------------------------------------- writes
@@ -1073,38 +1078,22 @@ impl Ledger<'_> {
         competition: Option<&str>,
         limit: usize,
     ) -> Result<Vec<WeightsEntry>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, competition, block, at, uids, weights, leader_sha256, threshold, source \
-             FROM weights WHERE ?1 IS NULL OR competition = ?1 ORDER BY id DESC LIMIT ?2",
-        )?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {WEIGHTS_COLUMNS} FROM weights WHERE ?1 IS NULL OR competition = ?1 \
+             ORDER BY id DESC LIMIT ?2"
+        ))?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let mut rows = stmt.query(params![competition, limit])?;
         let mut out = Vec::new();
         while let Some(row) = rows.next()? {
-            let id: i64 = self.column(row, 0, "id", &|| "a weights entry".into())?;
-            let what = || format!("weights entry {id}");
-            let uids: String = self.column(row, 4, "uids", &what)?;
-            let weights: String = self.column(row, 5, "weights", &what)?;
-            out.push(WeightsEntry {
-                id: Some(id),
-                competition: self.column(row, 1, "competition", &what)?,
-                block: self.unsigned(row, 2, "block", &what)?,
-                at: self.column(row, 3, "at", &what)?,
-                uids: serde_json::from_str(&uids)
-                    .map_err(|e| self.corrupt(what(), format!("its uids do not read: {e}")))?,
-                weights: serde_json::from_str(&weights)
-                    .map_err(|e| self.corrupt(what(), format!("its weights do not read: {e}")))?,
-                leader_sha256: self.column(row, 6, "leader_sha256", &what)?,
-                threshold: self.column(row, 7, "threshold", &what)?,
-                source: self.column(row, 8, "source", &what)?,
-            });
+            out.push(self.weights_entry(row)?);
         }
         Ok(out)
     }
 
     // ---------------------------------------------------------------- helpers
 
-    fn require_transaction(&self) -> Result<(), StoreError> {
+    pub(crate) fn require_transaction(&self) -> Result<(), StoreError> {
         if self.conn.is_autocommit() {
             Err(StoreError::NotInTransaction)
         } else {
@@ -1158,7 +1147,28 @@ impl Ledger<'_> {
         })
     }
 
-    fn column<T: FromSql>(
+    /// A [`WeightsEntry`] from a row selected with [`WEIGHTS_COLUMNS`].
+    pub(crate) fn weights_entry(&self, row: &Row<'_>) -> Result<WeightsEntry, StoreError> {
+        let id: i64 = self.column(row, 0, "id", &|| "a weights entry".into())?;
+        let what = || format!("weights entry {id}");
+        let uids: String = self.column(row, 4, "uids", &what)?;
+        let weights: String = self.column(row, 5, "weights", &what)?;
+        Ok(WeightsEntry {
+            id: Some(id),
+            competition: self.column(row, 1, "competition", &what)?,
+            block: self.unsigned(row, 2, "block", &what)?,
+            at: self.column(row, 3, "at", &what)?,
+            uids: serde_json::from_str(&uids)
+                .map_err(|e| self.corrupt(what(), format!("its uids do not read: {e}")))?,
+            weights: serde_json::from_str(&weights)
+                .map_err(|e| self.corrupt(what(), format!("its weights do not read: {e}")))?,
+            leader_sha256: self.column(row, 6, "leader_sha256", &what)?,
+            threshold: self.column(row, 7, "threshold", &what)?,
+            source: self.column(row, 8, "source", &what)?,
+        })
+    }
+
+    pub(crate) fn column<T: FromSql>(
         &self,
         row: &Row<'_>,
         index: usize,
@@ -1169,7 +1179,7 @@ impl Ledger<'_> {
             .map_err(|e| self.corrupt(what(), format!("its {name} does not read: {e}")))
     }
 
-    fn unsigned(
+    pub(crate) fn unsigned(
         &self,
         row: &Row<'_>,
         index: usize,
@@ -1180,7 +1190,7 @@ impl Ledger<'_> {
         u64::try_from(v).map_err(|_| self.corrupt(what(), format!("its {name} is {v}")))
     }
 
-    fn uid(
+    pub(crate) fn uid(
         &self,
         row: &Row<'_>,
         index: usize,
@@ -1205,7 +1215,7 @@ impl Ledger<'_> {
         }
     }
 
-    fn corrupt(&self, what: String, detail: String) -> StoreError {
+    pub(crate) fn corrupt(&self, what: String, detail: String) -> StoreError {
         StoreError::Corrupt {
             store: self
                 .path
@@ -1243,11 +1253,11 @@ fn verdict_str(v: Verdict) -> &'static str {
     }
 }
 
-fn is_sha256(s: &str) -> bool {
+pub(crate) fn is_sha256(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
-fn to_i64(v: u64, name: &str) -> Result<i64, StoreError> {
+pub(crate) fn to_i64(v: u64, name: &str) -> Result<i64, StoreError> {
     i64::try_from(v).map_err(|_| StoreError::Invalid(format!("a {name} of {v} (too large)")))
 }
 

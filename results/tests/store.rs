@@ -710,6 +710,97 @@ fn an_old_store_is_upgraded_with_its_data() {
 }
 
 #[test]
+fn a_schema_2_store_gains_the_daemon_tables_and_keeps_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("results.db");
+    // Schema 2 is today's evaluations, leaders and weights: a schema 2 crusades wrote them
+    // with the same statements.
+    let mut v2 = Store::open_at_version(&path, 2).unwrap();
+    assert_eq!(v2.schema_version().unwrap(), 2);
+    let r = record("old", 0.25, Verdict::Accepted, 0);
+    let meta = EvaluationMeta {
+        validator: Some("5Fval".into()),
+        ..Default::default()
+    };
+    let id = insert(&mut v2, &r, &meta).id;
+    v2.write(|l| {
+        l.put_leader(
+            CPU,
+            &LeaderState {
+                sha256: sha("old"),
+                score: 0.25,
+                threshold: 0.01,
+                crowned_block: 7,
+                crowned_at: at(0),
+            },
+        )?;
+        l.append_leader_change(&change(&sha("old"), 7, None))?;
+        l.append_weights(&WeightsEntry {
+            source: "set".into(),
+            ..weights(7, &sha("old"), CPU)
+        })
+    })
+    .unwrap();
+    drop(v2);
+    let tables = |path: &Path| -> Vec<String> {
+        let conn = raw(path);
+        let mut stmt = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap();
+        let names = stmt.query_map([], |r| r.get(0)).unwrap();
+        names.collect::<Result<_, _>>().unwrap()
+    };
+    assert!(!tables(&path).contains(&"commitments".to_string()));
+
+    let mut store = Store::open(&path).unwrap();
+    assert_eq!(store.schema_version().unwrap(), SCHEMA_VERSION);
+    let t = tables(&path);
+    assert!(
+        t.contains(&"commitments".to_string()) && t.contains(&"daemon_state".to_string()),
+        "{t:?}"
+    );
+    let read = store.read();
+    let stored = read.evaluation(id).unwrap().unwrap();
+    assert_eq!(stored.record, r);
+    assert_eq!(stored.row.validator.as_deref(), Some("5Fval"));
+    assert_eq!(read.leader(CPU).unwrap().unwrap().sha256, sha("old"));
+    assert_eq!(read.leader_changes(CPU).unwrap().len(), 1);
+    assert_eq!(read.last_weights_set(Some(CPU)).unwrap().unwrap().block, 7);
+    assert_eq!(
+        read.evaluation_of_submission(&sha("old"), CPU, Some("5Fval"))
+            .unwrap(),
+        Some(id)
+    );
+    assert!(read.commitments(None, None).unwrap().is_empty());
+    assert_eq!(read.state("last_block").unwrap(), None);
+    // The new tables take writes, and a commitment links to the old evaluation.
+    let prefix = &sha("old")[..32];
+    store
+        .write(|l| {
+            let c = l.observe_commitment(&crusades_results::queue::NewCommitment {
+                netuid: 3,
+                hotkey: "5Fhot",
+                uid: Some(3),
+                block: 8,
+                raw: b"old",
+                parsed: Ok((prefix, "https://example.com/old.wasm")),
+            })?;
+            l.finish_commitment(c.id, &sha("old"), id)?;
+            l.set_state("last_block", "8")
+        })
+        .unwrap();
+    assert_eq!(
+        store.read().commitments(None, None).unwrap()[0].evaluation_id,
+        Some(id)
+    );
+    drop(store);
+    assert_eq!(
+        Store::open(&path).unwrap().schema_version().unwrap(),
+        SCHEMA_VERSION
+    );
+}
+
+#[test]
 fn a_newer_store_is_refused_untouched() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("results.db");

@@ -193,3 +193,26 @@ fn install_filter() -> Result<(), String> {
         std::env::consts::ARCH
     ))
 }
+
+/// Asks the kernel to SIGKILL this process when the thread that started it dies: a worker
+/// must not outlive a harness that was killed (a validator daemon stopped with SIGKILL would
+/// otherwise leave its evaluation running, competing with the one the restart begins).
+///
+/// # Safety
+/// Async-signal-safe (one `prctl`); call it in a `pre_exec` hook.
+pub unsafe fn die_with_parent() -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        if libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        ) != 0
+        {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

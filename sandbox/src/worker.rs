@@ -499,10 +499,14 @@ pub fn spawn(exe: &Path, job: &Job, out: &Path) -> Result<WorkerResult, Failure>
         .map_err(|e| Failure::internal(format!("cannot create {}: {e}", log_path.display())))?;
     let start = Instant::now();
     let mut command = Command::new(exe);
-    // SAFETY: the hook only marks descriptors close-on-exec (async-signal-safe syscalls), so
-    // the worker starts with nothing of the parent's but stdio.
+    // SAFETY: the hook only marks descriptors close-on-exec and sets the parent-death signal
+    // (async-signal-safe syscalls), so the worker starts with nothing of the parent's but
+    // stdio, and dies with the thread that waits for it.
     unsafe {
-        command.pre_exec(|| lockdown::cloexec_above_stdio());
+        command.pre_exec(|| {
+            lockdown::cloexec_above_stdio()?;
+            lockdown::die_with_parent()
+        });
     }
     let mut child = command
         .arg("__worker")

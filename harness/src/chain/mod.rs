@@ -3,5 +3,7 @@
 //! and the u16 weight encoding that `set_weights` takes. The subxt client and the daemon
 //! build on these.
 
+pub mod client;
 pub mod commitment;
+pub mod keys;
 pub mod weights;

@@ -1,5 +1,6 @@
 pub mod bench;
 pub mod build;
+pub mod chain;
 pub mod compare;
 pub mod compress;
 pub mod corpus;
@@ -11,6 +12,7 @@ pub mod reproduce;
 pub mod results;
 pub mod run;
 pub mod serve;
+pub mod validate;
 pub mod workload;
 
 use crusades_reference::device::parse_device;

@@ -136,8 +136,18 @@ async fn serve(state: Arc<AppState>, addr: SocketAddr, db: &FsPath) -> anyhow::R
     Ok(())
 }
 
+/// The dashboard and its JSON API over `store`, for a server other than `crusades serve`'s
+/// own (the validator serves it beside `/metrics`).
+pub fn dashboard(store: Store, threshold: ThresholdRule, weights: WeightsRule) -> Router {
+    router(Arc::new(AppState {
+        store: Mutex::new(store),
+        threshold,
+        weights,
+    }))
+}
+
 /// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

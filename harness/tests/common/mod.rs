@@ -87,3 +87,4 @@ pub fn fast_component() -> PathBuf {
     BUILT.get_or_init(|| cargo_build(&ws));
     component(&ws, "crusades-fast")
 }
+pub mod chopsticks;

@@ -1,0 +1,355 @@
+//! The validator daemon end to end, on a real subtensor runtime (chopsticks on 127.0.0.1) with
+//! a local commitments source in the chain's format and the submissions served over loopback
+//! HTTP:
+//! - it records every commitment (the malformed one as invalid, with its reason), fetches and
+//!   evaluates the good ones one at a time, and refuses a wrong hash and a redirect to a
+//!   private address without evaluating anything;
+//! - killed (SIGKILL) in the middle of the queue and started again, it neither evaluates the
+//!   finished submission again nor skips the pending one;
+//! - it sets weights on chain for the leader, and `/metrics` and the dashboard answer.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::chopsticks::{dev, prepare_subnet, Chopsticks};
+use crusades::chain::client::Subtensor;
+use crusades_results::queue::CommitmentStatus;
+use crusades_results::store::Store;
+
+const NETUID: u16 = 42;
+
+/// Serves `files` (name → bytes) on 127.0.0.1, plus `/to-private`: a redirect to 10.0.0.1.
+fn serve(files: Vec<(&'static str, Vec<u8>)>) -> SocketAddr {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async move {
+            use axum::routing::get;
+            let mut app = axum::Router::new().route(
+                "/to-private",
+                get(|| async {
+                    (
+                        axum::http::StatusCode::FOUND,
+                        [(axum::http::header::LOCATION, "http://10.0.0.1/s.wasm")],
+                    )
+                }),
+            );
+            for (name, bytes) in files {
+                app = app.route(
+                    &format!("/{name}"),
+                    get(move || async move { bytes.clone() }),
+                );
+            }
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap()).unwrap();
+            axum::serve(listener, app).await.unwrap();
+        });
+    });
+    rx.recv().unwrap()
+}
+
+fn sha256(bytes: &[u8]) -> String {
+    crusades_sandbox::runner::sha256_hex(bytes)
+}
+
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(config: &Path, log: &Path, cache: &Path) -> Daemon {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_crusades"))
+            .args(["validate", "--config", config.to_str().unwrap()])
+            .env("CRUSADES_CACHE", cache)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Daemon {
+            child,
+            log: log.to_path_buf(),
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn alive(&mut self) {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            panic!("the daemon exited ({status}):\n{}", self.log());
+        }
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Polls `f` until it gives Some, or fails with the daemon's log after `secs`.
+fn wait_for<T>(daemon: &mut Daemon, secs: u64, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        daemon.alive();
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn status_of(db: &Path) -> Vec<(String, CommitmentStatus, Option<String>, Option<i64>)> {
+    let Ok(store) = Store::open(db) else {
+        return Vec::new();
+    };
+    let mut rows = store.read().commitments(None, None).unwrap_or_default();
+    rows.sort_by_key(|r| r.id);
+    rows.into_iter()
+        .map(|r| (r.hotkey, r.status, r.reason, r.evaluation_id))
+        .collect()
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn the_daemon_evaluates_commitments_survives_a_kill_and_sets_weights() {
+    let Some(node) = Chopsticks::start() else {
+        return;
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (alice, bob, charlie, dave) = (dev("Alice"), dev("Bob"), dev("Charlie"), dev("Dave"));
+    let chain = runtime.block_on(async {
+        let chain = Subtensor::connect(&node.url, Duration::from_secs(30))
+            .await
+            .unwrap();
+        prepare_subnet(&chain, NETUID, &[&alice, &bob, &charlie, &dave], 1).await;
+        chain
+    });
+
+    let baseline = std::fs::read(common::baseline_component()).unwrap();
+    let fast = std::fs::read(common::fast_component()).unwrap();
+    let (baseline_sha, fast_sha) = (sha256(&baseline), sha256(&fast));
+    let http = serve(vec![("baseline.wasm", baseline), ("fast.wasm", fast)]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let db = dir.path().join("results.db");
+    let commitments = dir.path().join("commitments.json");
+    let metrics_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let eve = dev("Eve");
+    let ferdie = dev("Ferdie");
+    std::fs::write(
+        &commitments,
+        serde_json::to_string_pretty(&serde_json::json!([
+            {"hotkey": bob.ss58(), "block": 5,
+             "data": format!("{}:http://{http}/baseline.wasm", &baseline_sha[..32])},
+            {"hotkey": charlie.ss58(), "block": 6,
+             "data": format!("{}:http://{http}/fast.wasm", &fast_sha[..32])},
+            {"hotkey": eve.ss58(), "block": 7, "data": "not a commitment"},
+            {"hotkey": ferdie.ss58(), "block": 8,
+             "data": format!("{}:http://{http}/fast.wasm", &baseline_sha[..32])},
+            {"hotkey": ferdie.ss58(), "block": 9,
+             "data": format!("{}:http://{http}/to-private", &fast_sha[..32])},
+        ]))
+        .unwrap(),
+    )
+    .unwrap();
+    let config = dir.path().join("validator.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+netuid = {NETUID}
+store = "{db}"
+
+[chain]
+url = "{url}"
+poll_interval_s = 1
+reconnect_min_s = 1
+reconnect_max_s = 2
+
+[wallet]
+uri = "//Alice"
+
+[commitments]
+file = "{commitments}"
+
+[fetch]
+allow_loopback = true
+
+[evaluation]
+device = "cpu"
+preset = "tiny"
+runs = 1
+warmup = 0
+threads = 1
+max_attempts = 2
+retry_min_s = 1
+retry_max_s = 2
+
+[weights]
+set_weights_interval_blocks = 2
+burn_uid = 3
+
+[http]
+listen = "127.0.0.1:{metrics_port}"
+"#,
+            db = db.display(),
+            url = node.url,
+            commitments = commitments.display(),
+        ),
+    )
+    .unwrap();
+    let log = dir.path().join("daemon.log");
+
+    // First run: stop it (SIGKILL) as soon as the first evaluation is stored, while the
+    // second commitment is in the queue.
+    let mut daemon = Daemon::start(&config, &log, cache.path());
+    let first = wait_for(&mut daemon, 900, "the first evaluation", || {
+        status_of(&db)
+            .into_iter()
+            .find(|r| r.1 == CommitmentStatus::Done)
+    });
+    daemon.kill();
+    assert_eq!(first.0, bob.ss58(), "the queue goes by block");
+    let rows = status_of(&db);
+    assert_eq!(rows.len(), 5, "{rows:?}");
+    assert_eq!(rows[2].1, CommitmentStatus::Invalid, "{rows:?}");
+    assert!(rows[2].2.as_deref().is_some_and(|r| !r.is_empty()));
+    assert_eq!(rows[1].1, CommitmentStatus::Pending, "{rows:?}");
+    let evaluations_before = Store::open(&db)
+        .unwrap()
+        .read()
+        .evaluations(&Default::default())
+        .unwrap()
+        .len();
+    assert_eq!(evaluations_before, 1);
+
+    // Second run: the pending ones are finished, the finished one is not redone.
+    let mut daemon = Daemon::start(&config, &log, cache.path());
+    let rows = wait_for(&mut daemon, 900, "every commitment to be final", || {
+        let rows = status_of(&db);
+        (rows.len() == 5 && rows.iter().all(|r| r.1.is_final())).then_some(rows)
+    });
+    assert_eq!(rows[0].3, first.3, "Bob's evaluation was kept, not redone");
+    assert_eq!(rows[1].1, CommitmentStatus::Done, "{rows:?}");
+    assert_ne!(rows[1].3, rows[0].3);
+    let store = Store::open(&db).unwrap();
+    let evaluations = store.read().evaluations(&Default::default()).unwrap();
+    assert_eq!(evaluations.len(), 2, "one evaluation per submission");
+    let mut shas: Vec<&str> = evaluations.iter().map(|e| e.sha256.as_str()).collect();
+    shas.sort();
+    let mut expected = [baseline_sha.as_str(), fast_sha.as_str()];
+    expected.sort();
+    assert_eq!(shas, expected);
+    assert!(evaluations
+        .iter()
+        .all(|e| e.validator.as_deref() == Some(alice.ss58().as_str())));
+    let (_, wrong_hash, reason, _) = &rows[3];
+    assert_eq!(*wrong_hash, CommitmentStatus::Failed);
+    assert!(reason.as_deref().unwrap().contains("sha256"), "{reason:?}");
+    let (_, private, reason, _) = &rows[4];
+    assert_eq!(*private, CommitmentStatus::Failed);
+    assert!(
+        reason.as_deref().unwrap().contains("10.0.0.1"),
+        "{reason:?}"
+    );
+
+    // Weights: the leader's uid (by its hotkey) gets 5 %, the burn uid 3 the rest.
+    let competition = evaluations[0].competition.clone();
+    let leader = store
+        .read()
+        .leader(&competition)
+        .unwrap()
+        .expect("a leader");
+    let leader_uid = if leader.sha256 == fast_sha { 2 } else { 1 };
+    let weights = wait_for(&mut daemon, 120, "the leader's weights on chain", || {
+        let w = runtime.block_on(chain.weights_of(NETUID, 0)).ok()?;
+        w.iter().any(|(uid, _)| *uid == leader_uid).then_some(w)
+    });
+    let uids: Vec<u16> = weights.iter().map(|(u, _)| *u).collect();
+    let mut want = vec![leader_uid, 3];
+    want.sort();
+    assert_eq!(uids, want, "{weights:?}");
+    let last_set = store
+        .read()
+        .last_weights_set(Some(&competition))
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        last_set.leader_sha256.as_deref(),
+        Some(leader.sha256.as_str())
+    );
+
+    // Operations: /metrics and the in-process dashboard.
+    let addr: SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
+    let (status, metrics) = http_get(addr, "/metrics");
+    assert_eq!(status, 200);
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("crusades_queue_depth"), 0.0);
+    assert_eq!(
+        value("crusades_evaluations_done_total"),
+        1.0,
+        "only Charlie's in this run"
+    );
+    assert_eq!(value("crusades_evaluations_failed_total"), 2.0);
+    assert_eq!(value("crusades_commitments_invalid"), 1.0);
+    assert!(value("crusades_last_weights_block") >= 0.0);
+    assert!(value("crusades_chain_block") > 0.0);
+    let (status, body) = http_get(addr, "/api/leaderboard");
+    assert_eq!(status, 200, "{body}");
+    let log_text = daemon.log();
+    assert!(!log_text.contains("panicked"), "{log_text}");
+    assert!(!log_text.contains("bottom drive"), "a secret in the log");
+}
