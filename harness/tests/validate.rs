@@ -23,7 +23,9 @@ use crusades_results::store::Store;
 const NETUID: u16 = 42;
 
 /// Serves `files` (name → bytes) on 127.0.0.1, plus `/to-private`: a redirect to 10.0.0.1.
-fn serve(files: Vec<(&'static str, Vec<u8>)>) -> SocketAddr {
+/// The first request for `slow` waits 5 s before it answers: the window in which the test
+/// kills the daemon, in the middle of its queue.
+fn serve(files: Vec<(&'static str, Vec<u8>)>, slow: &'static str) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Runtime::new().unwrap();
@@ -169,7 +171,10 @@ fn the_daemon_evaluates_commitments_survives_a_kill_and_sets_weights() {
     let baseline = std::fs::read(common::baseline_component()).unwrap();
     let fast = std::fs::read(common::fast_component()).unwrap();
     let (baseline_sha, fast_sha) = (sha256(&baseline), sha256(&fast));
-    let http = serve(vec![("baseline.wasm", baseline), ("fast.wasm", fast)]);
+    let http = serve(
+        vec![("baseline.wasm", baseline), ("fast.wasm", fast)],
+        "fast.wasm",
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let cache = tempfile::tempdir().unwrap();
@@ -247,7 +252,7 @@ listen = "127.0.0.1:{metrics_port}"
     let log = dir.path().join("daemon.log");
 
     // First run: stop it (SIGKILL) as soon as the first evaluation is stored, while the
-    // second commitment is in the queue.
+    // second commitment is being fetched (the server holds that answer back for 5 s).
     let mut daemon = Daemon::start(&config, &log, cache.path());
     let first = wait_for(&mut daemon, 900, "the first evaluation", || {
         status_of(&db)
@@ -308,13 +313,17 @@ listen = "127.0.0.1:{metrics_port}"
         .expect("a leader");
     let leader_uid = if leader.sha256 == fast_sha { 2 } else { 1 };
     let weights = wait_for(&mut daemon, 120, "the leader's weights on chain", || {
+        // chopsticks builds a block only for an extrinsic; a real chain makes one every 12 s.
+        runtime
+            .block_on(chain.request("dev_newBlock", serde_json::json!({"count": 2})))
+            .ok()?;
         let w = runtime.block_on(chain.weights_of(NETUID, 0)).ok()?;
         w.iter().any(|(uid, _)| *uid == leader_uid).then_some(w)
     });
     let uids: Vec<u16> = weights.iter().map(|(u, _)| *u).collect();
-    let mut want = vec![leader_uid, 3];
-    want.sort();
-    assert_eq!(uids, want, "{weights:?}");
+    assert_eq!(uids, [3, leader_uid], "{weights:?}");
+    let ratio = weights[1].1 as f64 / weights[0].1 as f64;
+    assert!((ratio - 0.05 / 0.95).abs() < 1e-3, "{weights:?}");
     let last_set = store
         .read()
         .last_weights_set(Some(&competition))

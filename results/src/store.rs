@@ -15,7 +15,6 @@
 //!   never a panic.
 
 use std::fmt;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -185,6 +184,10 @@ impl Store {
     /// exist, and upgrading it to [`SCHEMA_VERSION`] if it is older. A file that is not an
     /// SQLite database, another program's database and a store of a newer schema are refused
     /// before anything is written to them.
+    ///
+    /// Several stores of one file may be open in one process (the validator daemon keeps a
+    /// few): nothing here opens the file except through SQLite, whose locks are shared among
+    /// its connections.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         Store::open_at_version(path, SCHEMA_VERSION)
     }
@@ -208,7 +211,11 @@ impl Store {
                 error,
             })?;
         }
-        check_header(path)?;
+        // No header check of our own before SQLite opens the file: closing a handle of ours
+        // would drop every POSIX lock this process holds on it, those of the store's other
+        // open connections included (SQLite counts its locks per file and would not take them
+        // again). SQLite reads the header itself and answers NOTADB, which `probe` turns into
+        // the same refusal, before anything is written.
         // Not SQLITE_OPEN_URI: a --db of `file:x?mode=memory` is a file name, nothing more.
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
@@ -403,36 +410,6 @@ impl Store {
             tx.commit().map_err(migration_error)?;
         }
         Ok(())
-    }
-}
-
-/// A file that exists, is not empty and does not start with SQLite's header is not given to
-/// SQLite at all.
-fn check_header(path: &Path) -> Result<(), StoreError> {
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(error) => {
-            return Err(StoreError::Io {
-                path: path.to_path_buf(),
-                error,
-            })
-        }
-    };
-    let mut head = Vec::with_capacity(16);
-    file.take(16)
-        .read_to_end(&mut head)
-        .map_err(|error| StoreError::Io {
-            path: path.to_path_buf(),
-            error,
-        })?;
-    // An empty file is a database with nothing in it yet (SQLite's own rule).
-    if head.is_empty() || head == b"SQLite format 3\0" {
-        Ok(())
-    } else {
-        Err(StoreError::NotADatabase {
-            path: path.to_path_buf(),
-        })
     }
 }
 

@@ -1256,3 +1256,59 @@ fn a_killed_writer_leaves_a_consistent_store() {
     );
     assert!(n as usize >= (rounds as usize - 1) * 5);
 }
+
+const PEEK_DB: &str = "CRUSADES_STORE_PEEK_DB";
+
+/// Not a test on its own: another process that opens the store, reads and closes it, run by
+/// `a_store_opened_twice_in_one_process_keeps_its_writes`.
+#[test]
+fn peek_child() {
+    let Ok(db) = std::env::var(PEEK_DB) else {
+        return;
+    };
+    let store = Store::open(Path::new(&db)).unwrap();
+    let k = store.read().state("k").unwrap();
+    if let Ok(expect) = std::env::var("CRUSADES_STORE_PEEK_EXPECT") {
+        assert_eq!(k.as_deref(), Some(expect.as_str()));
+    }
+}
+
+/// The validator daemon keeps several connections to one store. Opening one must not pull the
+/// POSIX locks from under another: with them gone, the next process to close the store takes
+/// itself for the last user, checkpoints and deletes the WAL, and every later commit of the
+/// first connection goes to a deleted file (seen: the daemon's work vanished).
+#[test]
+fn a_store_opened_twice_in_one_process_keeps_its_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("results.db");
+    let mut first = Store::open(&db).unwrap();
+    first.write(|l| l.set_state("k", "1")).unwrap();
+    let mut second = Store::open(&db).unwrap();
+    for round in 0..3 {
+        let peek = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "peek_child", "--nocapture", "--test-threads=1"])
+            .env(PEEK_DB, &db)
+            .output()
+            .unwrap();
+        assert!(peek.status.success(), "{peek:?}");
+        first
+            .write(|l| l.set_state("k", &format!("a{round}")))
+            .unwrap();
+        second
+            .write(|l| l.set_state("j", &format!("b{round}")))
+            .unwrap();
+        // What another process sees now: every commit so far.
+        let other = Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "peek_child", "--nocapture", "--test-threads=1"])
+            .env(PEEK_DB, &db)
+            .env("CRUSADES_STORE_PEEK_EXPECT", format!("a{round}"))
+            .output()
+            .unwrap();
+        assert!(other.status.success(), "round {round}: {other:?}");
+    }
+    drop(first);
+    drop(second);
+    let reopened = Store::open(&db).unwrap();
+    assert_eq!(reopened.read().state("k").unwrap().as_deref(), Some("a2"));
+    assert_eq!(reopened.read().state("j").unwrap().as_deref(), Some("b2"));
+}

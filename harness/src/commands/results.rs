@@ -131,6 +131,22 @@ pub enum ResultsCommand {
     List(ListArgs),
     /// One evaluation (by id) in full, or a submission (by sha256 prefix) and its evaluations.
     Show(ShowArgs),
+    /// The validator's commitments: pending (the queue), done, failed and invalid, with why.
+    Commitments(CommitmentsArgs),
+}
+
+#[derive(Args)]
+pub struct CommitmentsArgs {
+    /// Only these: pending, done, failed or invalid.
+    #[arg(long, value_parser = ["pending", "done", "failed", "invalid"])]
+    pub status: Option<String>,
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args)]
@@ -200,7 +216,54 @@ pub fn run(command: ResultsCommand) -> anyhow::Result<()> {
         ResultsCommand::Import(args) => import(args),
         ResultsCommand::List(args) => list(args),
         ResultsCommand::Show(args) => show(args),
+        ResultsCommand::Commitments(args) => commitments(args),
     }
+}
+
+fn commitments(args: CommitmentsArgs) -> anyhow::Result<()> {
+    use crusades_results::queue::CommitmentStatus;
+    let store = args.store.open_existing()?;
+    let status = args
+        .status
+        .as_deref()
+        .map(str::parse::<CommitmentStatus>)
+        .transpose()
+        .map_err(|e| crate::InputError(e.to_string()))?;
+    let ledger = store.read();
+    let rows = ledger
+        .commitments(status, Some(args.limit))
+        .map_err(store_error)?;
+    let counts = ledger.commitment_counts().map_err(store_error)?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"counts": counts, "commitments": rows})
+            )?
+        );
+        return Ok(());
+    }
+    println!(
+        "{} pending  ·  {} done  ·  {} failed  ·  {} invalid",
+        counts.pending, counts.done, counts.failed, counts.invalid
+    );
+    for r in &rows {
+        let what = match (&r.evaluation_id, &r.reason) {
+            (Some(e), _) => format!("evaluation #{e}"),
+            (None, Some(why)) => why.clone(),
+            (None, None) => String::new(),
+        };
+        println!(
+            "  #{:<5} {:<8} block {:>9}  uid {:>5}  {}  {}  {what}",
+            r.id,
+            r.status,
+            r.block,
+            r.uid.map(|u| u.to_string()).unwrap_or_else(|| "-".into()),
+            r.hotkey,
+            r.url.as_deref().unwrap_or("-"),
+        );
+    }
+    Ok(())
 }
 
 /// Reads and parses a record file; either failure is bad input (exit 2) naming the file.

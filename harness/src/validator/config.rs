@@ -368,6 +368,15 @@ mod tests {
     }
 
     #[test]
+    fn the_readme_quotes_the_example() {
+        let readme = include_str!("../../../README.md");
+        assert!(
+            readme.contains(EXAMPLE.trim_end()),
+            "README.md's validator section must quote validator.example.toml verbatim"
+        );
+    }
+
+    #[test]
     fn unknown_keys_and_bad_values_are_named() {
         let err = Config::parse("[chain]\nurll = \"ws://x\"").unwrap_err();
         assert!(err.contains("urll"), "{err}");

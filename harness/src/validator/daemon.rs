@@ -46,6 +46,12 @@ pub struct Daemon {
     competition: String,
     metrics: Arc<Metrics>,
     chain: ChainHandle,
+    /// The daemon's connections, opened once before any task starts and never reopened:
+    /// opening a store reads its header through a file handle of its own, and closing any
+    /// handle to a file drops every POSIX lock this process holds on it, which would pull
+    /// the locks from under a connection another task is using.
+    store: std::sync::Mutex<Store>,
+    weights_store: Mutex<Store>,
     view: RwLock<Option<Metagraph>>,
     wake_queue: Notify,
 }
@@ -141,7 +147,8 @@ impl Daemon {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
         }
-        Store::open(&store_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let store = Store::open(&store_path).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let weights_store = Store::open(&store_path).map_err(|e| anyhow::anyhow!("{e}"))?;
         let submissions_dir = config
             .evaluation
             .submissions_dir
@@ -176,6 +183,8 @@ impl Daemon {
             competition,
             metrics: Arc::new(Metrics::new()),
             chain,
+            store: std::sync::Mutex::new(store),
+            weights_store: Mutex::new(weights_store),
             view: RwLock::new(None),
             wake_queue: Notify::new(),
         })
@@ -193,8 +202,11 @@ impl Daemon {
         &self.hotkey
     }
 
-    fn store(&self) -> anyhow::Result<Store> {
-        Store::open(&self.store_path).map_err(|e| anyhow::anyhow!("{e}"))
+    /// The poller's and the queue's connection; never held across an await.
+    fn store(&self) -> anyhow::Result<std::sync::MutexGuard<'_, Store>> {
+        // A task that panicked holding it left no transaction open (Store::write rolls back
+        // on unwind), so the connection is still good.
+        Ok(self.store.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Runs the three tasks until one of them fails for good (the store cannot be written)
@@ -311,8 +323,8 @@ impl Daemon {
         commitments: &[RawCommitment],
     ) -> anyhow::Result<usize> {
         let netuid = self.config.netuid;
-        let mut store = self.store()?;
-        let observed = store
+        let observed = self
+            .store()?
             .write(|ledger| {
                 let mut out = Vec::new();
                 for c in commitments {
@@ -406,16 +418,21 @@ impl Daemon {
         write_atomically(&path, &fetched.bytes)
             .with_context(|| format!("cannot keep the component at {}", path.display()))?;
         let validator = self.hotkey.ss58();
-        let mut store = self.store()?;
-        let existing = store
-            .read()
-            .evaluation_of_submission(&fetched.sha256, &self.competition, Some(&validator))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
-        if let Some(evaluation) = existing {
-            info!(id, sha256 = %fetched.sha256, evaluation, "already evaluated; linked");
-            store
-                .write(|l| l.finish_commitment(id, &fetched.sha256, evaluation))
+        let linked = {
+            let mut store = self.store()?;
+            let existing = store
+                .read()
+                .evaluation_of_submission(&fetched.sha256, &self.competition, Some(&validator))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if let Some(evaluation) = existing {
+                info!(id, sha256 = %fetched.sha256, evaluation, "already evaluated; linked");
+                store
+                    .write(|l| l.finish_commitment(id, &fetched.sha256, evaluation))
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
+            existing.is_some()
+        };
+        if linked {
             self.refresh_gauges();
             return Ok(());
         }
@@ -444,12 +461,16 @@ impl Daemon {
             block: Some(row.block),
             validator: Some(validator),
         };
-        let imported =
-            leaderboard::import(&mut store, &record, &meta, &self.config.weights.threshold())
-                .map_err(|e| anyhow::anyhow!("storing the evaluation: {e}"))?;
-        store
-            .write(|l| l.finish_commitment(id, &fetched.sha256, imported.id))
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let imported = {
+            let mut store = self.store()?;
+            let imported =
+                leaderboard::import(&mut store, &record, &meta, &self.config.weights.threshold())
+                    .map_err(|e| anyhow::anyhow!("storing the evaluation: {e}"))?;
+            store
+                .write(|l| l.finish_commitment(id, &fetched.sha256, imported.id))
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            imported
+        };
         Metrics::inc(&self.metrics.evaluations_done);
         info!(
             id,
@@ -582,7 +603,8 @@ impl Daemon {
             burn: self.config.weights.burn(),
             version_key: self.config.weights.version_key,
         };
-        let mut store = self.store()?;
+        // Its own connection, held across the chain calls; only this task uses it.
+        let mut store = self.weights_store.lock().await;
         let signer = (!self.config.weights.dry_run).then_some(&self.hotkey);
         match setter::set_weights_once(&chain, &mut store, &params, signer).await {
             Ok(o) => {

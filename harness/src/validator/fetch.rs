@@ -339,7 +339,10 @@ pub struct Fetcher {
 impl Fetcher {
     pub fn new(policy: FetchPolicy) -> Result<Fetcher, FetchError> {
         // reqwest is built without a default crypto provider and panics without one. An error
-        // means another part of the process installed one first, which serves as well.
+        // means another part of the process installed one first, which serves as well. ring
+        // is deprecated for lacking post-quantum key exchange, but it is the provider this
+        // build links (subxt uses it too), and what is fetched is checked by its hash anyway.
+        #[allow(deprecated)]
         let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::builder()
             .no_proxy()
