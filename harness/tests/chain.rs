@@ -166,6 +166,18 @@ fn weights_from_the_store_are_set_on_chain_and_read_back() {
     assert!(err.contains("SubtensorModule::NoValidatorPermit"), "{err}");
     assert!(err.contains("validator permit"), "{err}");
 
+    // Eve is not registered on the subnet at all.
+    let refused = crusades(
+        &[
+            &["chain", "weights", "--db", db, "--dev-key", "//Eve"][..],
+            &chain_args,
+        ]
+        .concat(),
+    );
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused));
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("SubtensorModule::"), "{err}");
+
     // This 2023 runtime has no Commitments pallet: committing says so.
     let commit = crusades(
         &[

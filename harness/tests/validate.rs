@@ -41,9 +41,16 @@ fn serve(files: Vec<(&'static str, Vec<u8>)>, slow: &'static str) -> SocketAddr 
                 }),
             );
             for (name, bytes) in files {
+                let delayed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
                 app = app.route(
                     &format!("/{name}"),
-                    get(move || async move { bytes.clone() }),
+                    get(move || async move {
+                        let first = !delayed.swap(true, std::sync::atomic::Ordering::SeqCst);
+                        if name == slow && first {
+                            tokio::time::sleep(Duration::from_secs(5)).await;
+                        }
+                        bytes.clone()
+                    }),
                 );
             }
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -361,4 +368,120 @@ listen = "127.0.0.1:{metrics_port}"
     let log_text = daemon.log();
     assert!(!log_text.contains("panicked"), "{log_text}");
     assert!(!log_text.contains("bottom drive"), "a secret in the log");
+}
+
+fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))?
+        .parse()
+        .ok()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A node that is down when the daemon starts, comes up, goes away and comes back: the daemon
+/// keeps running, counts the failures, reconnects each time, and sets weights once it can.
+#[test]
+fn a_dead_node_is_waited_for_and_reconnected() {
+    if !Chopsticks::available() {
+        // Chopsticks::start says why (and fails under CRUSADES_REQUIRE_CHAIN=1).
+        let _ = Chopsticks::start();
+        return;
+    }
+    let port = free_port();
+    let metrics_port = free_port();
+    let addr: SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = tempfile::tempdir().unwrap();
+    let commitments = dir.path().join("commitments.json");
+    std::fs::write(&commitments, "[]").unwrap();
+    let config = dir.path().join("validator.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+netuid = {NETUID}
+store = "{db}"
+[chain]
+url = "ws://127.0.0.1:{port}"
+timeout_s = 5
+poll_interval_s = 1
+reconnect_min_s = 1
+reconnect_max_s = 1
+[wallet]
+uri = "//Alice"
+[commitments]
+file = "{commitments}"
+[evaluation]
+device = "cpu"
+[weights]
+set_weights_interval_blocks = 1
+[http]
+listen = "127.0.0.1:{metrics_port}"
+dashboard = false
+"#,
+            db = dir.path().join("results.db").display(),
+            commitments = commitments.display(),
+        ),
+    )
+    .unwrap();
+    let mut daemon = Daemon::start(&config, &dir.path().join("daemon.log"), cache.path());
+    wait_for(&mut daemon, 60, "connection failures to be counted", || {
+        (metric(addr, "crusades_chain_rpc_errors_total")? >= 2.0).then_some(())
+    });
+    assert_eq!(metric(addr, "crusades_chain_connected"), Some(0.0));
+
+    // The node comes up: the daemon connects, and weights (all to the burn uid, no leader
+    // yet) land once the subnet exists.
+    let node = Chopsticks::start_on(port).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let chain = runtime
+        .block_on(Subtensor::connect(&node.url, Duration::from_secs(30)))
+        .unwrap();
+    runtime.block_on(prepare_subnet(
+        &chain,
+        NETUID,
+        &[&dev("Alice"), &dev("Bob")],
+        1,
+    ));
+    let weights = wait_for(&mut daemon, 120, "weights after the node came up", || {
+        runtime
+            .block_on(chain.request("dev_newBlock", serde_json::json!({"count": 1})))
+            .ok()?;
+        let w = runtime.block_on(chain.weights_of(NETUID, 0)).ok()?;
+        (!w.is_empty()).then_some(w)
+    });
+    assert_eq!(weights, [(1, 65535)]);
+    assert_eq!(metric(addr, "crusades_chain_connected"), Some(1.0));
+
+    // It goes away and comes back (a fresh chain): the daemon notices and reconnects.
+    drop(chain);
+    drop(node);
+    wait_for(&mut daemon, 60, "the lost connection to be noticed", || {
+        (metric(addr, "crusades_chain_connected")? == 0.0).then_some(())
+    });
+    let _node = Chopsticks::start_on(port).unwrap();
+    wait_for(&mut daemon, 60, "a reconnection", || {
+        (metric(addr, "crusades_chain_reconnects_total")? >= 1.0
+            && metric(addr, "crusades_chain_connected")? == 1.0)
+            .then_some(())
+    });
+    let log = daemon.log();
+    assert!(log.contains("cannot connect to the chain"), "{log}");
+    assert!(!log.contains("panicked"), "{log}");
 }

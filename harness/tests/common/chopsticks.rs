@@ -52,6 +52,21 @@ fn chopsticks_bin() -> Option<PathBuf> {
 impl Chopsticks {
     /// Starts a fresh chain; None (the test returns) when the spec or chopsticks is missing.
     pub fn start() -> Option<Chopsticks> {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Chopsticks::start_on(port)
+    }
+
+    /// Whether the tests can start chopsticks here (else they skip, or fail when required).
+    pub fn available() -> bool {
+        std::env::var_os("SUBTENSOR_CHAIN_SPEC").is_some_and(|s| PathBuf::from(s).is_file())
+            && chopsticks_bin().is_some()
+    }
+
+    /// As [`Chopsticks::start`], on a given port.
+    pub fn start_on(port: u16) -> Option<Chopsticks> {
         let Some(spec) = std::env::var_os("SUBTENSOR_CHAIN_SPEC").map(PathBuf::from) else {
             return skip("SUBTENSOR_CHAIN_SPEC is not set (ci/test sets it to ../shared/chain/subtensor_testfinney_raw.json)");
         };
@@ -64,10 +79,6 @@ impl Chopsticks {
         let Some(bin) = chopsticks_bin() else {
             return skip("chopsticks is not installed (bash ci/chain-setup installs it)");
         };
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
         let mut child = Command::new(&bin)
             .arg("--chain-spec")
             .arg(&spec)
