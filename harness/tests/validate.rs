@@ -341,6 +341,25 @@ listen = "127.0.0.1:{metrics_port}"
         Some(leader.sha256.as_str())
     );
 
+    // What the operator sees of the queue.
+    let listed = Command::new(env!("CARGO_BIN_EXE_crusades"))
+        .args([
+            "results",
+            "commitments",
+            "--db",
+            db.to_str().unwrap(),
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(listed.status.success(), "{listed:?}");
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(
+        listed["counts"],
+        serde_json::json!({"invalid": 1, "pending": 0, "done": 2, "failed": 2})
+    );
+    assert_eq!(listed["commitments"].as_array().unwrap().len(), 5);
+
     // Operations: /metrics and the in-process dashboard.
     let addr: SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
     let (status, metrics) = http_get(addr, "/metrics");

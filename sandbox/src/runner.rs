@@ -61,6 +61,31 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// The cheap test before any engine starts: WebAssembly at all, and a component rather than a
+/// core module or an unknown layer. The validator's fetcher makes it on every download.
+pub fn check_header(bytes: &[u8]) -> Result<(), Failure> {
+    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
+        return Err(Failure::new(
+            FailureCode::NotWasm,
+            "this is not a WebAssembly binary (no \\0asm header); build a submission with `crusades build DIR`",
+        ));
+    }
+    match bytes[6..8] {
+        [1, 0] => Ok(()),
+        [0, 0] => Err(Failure::new(
+            FailureCode::CoreModule,
+            "this is a core WebAssembly module, not a component; `crusades build DIR` encodes a crate's module as a component",
+        )),
+        _ => Err(Failure::new(
+            FailureCode::NotWasm,
+            format!(
+                "unknown WebAssembly layer {:#04x}{:02x}; build the submission with `crusades build DIR`",
+                bytes[7], bytes[6]
+            ),
+        )),
+    }
+}
+
 impl Sandbox {
     pub fn new() -> Result<Self, Failure> {
         let mut config = Config::new();
@@ -78,7 +103,7 @@ impl Sandbox {
     /// Every check that needs no store: the bytes are a component, its imports are the
     /// contract's and nothing else, and it exports the contract's `run`.
     pub fn compile(&self, bytes: &[u8]) -> Result<Compiled, Failure> {
-        Self::check_header(bytes)?;
+        check_header(bytes)?;
         let start = Instant::now();
         let component = Component::new(&self.engine, bytes).map_err(|e| {
             Failure::new(
@@ -117,7 +142,7 @@ impl Sandbox {
         bytes: &[u8],
         artifact: &std::path::Path,
     ) -> Result<Compiled, Failure> {
-        Self::check_header(bytes)?;
+        check_header(bytes)?;
         let start = Instant::now();
         // SAFETY: the artifact was written by `precompile` of an engine with the same
         // compatibility key (it is stored under that key) into the harness's cache; wasmtime
@@ -130,22 +155,6 @@ impl Sandbox {
                 ))
             })?;
         self.finish(component, bytes, start.elapsed().as_secs_f64())
-    }
-
-    fn check_header(bytes: &[u8]) -> Result<(), Failure> {
-        if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-            return Err(Failure::new(
-                FailureCode::NotWasm,
-                "this is not a WebAssembly binary (no \\0asm header); build a submission with `crusades build DIR`",
-            ));
-        }
-        if bytes[4..8] == [1, 0, 0, 0] {
-            return Err(Failure::new(
-                FailureCode::CoreModule,
-                "this is a core WebAssembly module, not a component; `crusades build DIR` encodes a crate's module as a component",
-            ));
-        }
-        Ok(())
     }
 
     fn finish(

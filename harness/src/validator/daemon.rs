@@ -26,7 +26,7 @@ use tokio::sync::{Mutex, Notify, RwLock};
 use tracing::{debug, error, info, warn};
 
 use super::config::{backoff, Config};
-use super::fetch::{FetchError, Fetcher};
+use super::fetch::Fetcher;
 use super::metrics::Metrics;
 use super::setter::{self, WeightsParams};
 use super::source;
@@ -46,6 +46,7 @@ pub struct Daemon {
     competition: String,
     metrics: Arc<Metrics>,
     chain: ChainHandle,
+    fetcher: Fetcher,
     /// The daemon's connections, opened once before any task starts and never reopened:
     /// opening a store reads its header through a file handle of its own, and closing any
     /// handle to a file drops every POSIX lock this process holds on it, which would pull
@@ -168,6 +169,8 @@ impl Daemon {
             config.evaluation.preset,
             crate::commands::workload::device_kind(&config.evaluation.device)
         );
+        let fetcher = Fetcher::new(config.fetch.policy())
+            .map_err(|e| anyhow::anyhow!("cannot set up the fetcher: {e}"))?;
         let chain = ChainHandle {
             url: config.chain.url.clone(),
             timeout: Duration::from_secs(config.chain.timeout_s),
@@ -183,6 +186,7 @@ impl Daemon {
             competition,
             metrics: Arc::new(Metrics::new()),
             chain,
+            fetcher,
             store: std::sync::Mutex::new(store),
             weights_store: Mutex::new(weights_store),
             view: RwLock::new(None),
@@ -400,16 +404,11 @@ impl Daemon {
             return self.give_up(&row, "the commitment no longer parses");
         };
         info!(id, hotkey = %row.hotkey, url = %parsed.url, attempt = row.attempts + 1, "fetching");
-        let fetcher = Fetcher::new(self.config.fetch.policy());
-        let fetched = match fetcher {
-            Ok(f) => f.fetch(&parsed).await,
-            Err(e) => Err(e),
-        };
-        let fetched = match fetched {
+        let fetched = match self.fetcher.fetch(&parsed).await {
             Ok(f) => f,
             Err(e) => {
                 Metrics::inc(&self.metrics.fetch_failures);
-                return self.failed(&row, &format!("fetch: {e}"), is_transient_fetch(&e));
+                return self.failed(&row, &format!("fetch: {e}"), e.is_transient());
             }
         };
         let path = self
@@ -628,10 +627,6 @@ impl Daemon {
             Err(e) => Err(e.into()),
         }
     }
-}
-
-fn is_transient_fetch(e: &FetchError) -> bool {
-    e.is_transient()
 }
 
 /// Writes through a temporary file and a rename, so a crash never leaves half a component

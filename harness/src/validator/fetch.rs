@@ -449,22 +449,22 @@ impl Fetcher {
 /// The sandbox's cheap header test, so that a file that is plainly not a component is refused
 /// without starting an engine.
 fn check_header(bytes: &[u8]) -> Result<(), FetchError> {
-    if bytes.len() < 8 || &bytes[..4] != b"\0asm" {
-        return Err(FetchError::NotWasm {
-            reason: "no \\0asm header, so not WebAssembly at all; build the submission with `crusades build DIR`".into(),
-        });
-    }
-    match bytes[6..8] {
-        [0, 0] => Err(FetchError::NotWasm {
-            reason: "a core WebAssembly module, not a component; `crusades build DIR` encodes a crate's module as a component".into(),
-        }),
-        [1, 0] => Ok(()),
-        _ => Err(FetchError::NotWasm {
-            reason: format!(
-                "unknown WebAssembly layer {:#04x}{:02x}; build the submission with `crusades build DIR`",
-                bytes[7], bytes[6]
-            ),
-        }),
+    crusades_sandbox::runner::check_header(bytes).map_err(refusal)
+}
+
+/// What a sandbox refusal means for a download: not WebAssembly, an invalid component, or
+/// (the validator's own trouble, worth a retry) a sandbox that failed.
+fn refusal(failure: crusades_sandbox::Failure) -> FetchError {
+    match failure.code {
+        FailureCode::NotWasm | FailureCode::CoreModule => FetchError::NotWasm {
+            reason: failure.to_string(),
+        },
+        FailureCode::Internal | FailureCode::Device | FailureCode::WorkerKilled => {
+            FetchError::Sandbox(failure.to_string())
+        }
+        _ => FetchError::InvalidComponent {
+            reason: failure.to_string(),
+        },
     }
 }
 
@@ -479,17 +479,7 @@ async fn check_component(bytes: Vec<u8>) -> Result<Vec<u8>, FetchError> {
     .map_err(|e| FetchError::Sandbox(format!("the component check did not finish: {e}")))?;
     match checked {
         (bytes, Ok(())) => Ok(bytes),
-        (_, Err(failure)) => Err(match failure.code {
-            FailureCode::NotWasm | FailureCode::CoreModule => FetchError::NotWasm {
-                reason: failure.to_string(),
-            },
-            FailureCode::Internal | FailureCode::Device | FailureCode::WorkerKilled => {
-                FetchError::Sandbox(failure.to_string())
-            }
-            _ => FetchError::InvalidComponent {
-                reason: failure.to_string(),
-            },
-        }),
+        (_, Err(failure)) => Err(refusal(failure)),
     }
 }
 
