@@ -206,6 +206,8 @@ fn the_daemon_evaluates_commitments_survives_a_kill_and_sets_weights() {
              "data": format!("{}:http://{http}/fast.wasm", &baseline_sha[..32])},
             {"hotkey": ferdie.ss58(), "block": 9,
              "data": format!("{}:http://{http}/to-private", &fast_sha[..32])},
+            // The store cannot hold an entry without a hotkey: left out, the rest recorded.
+            {"hotkey": "", "block": 10, "data": "x"},
         ]))
         .unwrap(),
     )

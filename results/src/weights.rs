@@ -103,6 +103,24 @@ pub struct WeightsEntry {
     pub source: String,
 }
 
+impl WeightsEntry {
+    /// The history row for `vector`, computed from `board`, as of now; `source` says what
+    /// became of it (`computed`, `dry-run` or `set`).
+    pub fn new(board: &Leaderboard, vector: &WeightVector, source: &str) -> WeightsEntry {
+        WeightsEntry {
+            id: None,
+            competition: board.competition.clone(),
+            block: board.block,
+            at: crate::time::rfc3339(std::time::SystemTime::now()),
+            uids: vector.uids.clone(),
+            weights: vector.weights.clone(),
+            leader_sha256: vector.winner_sha256.clone(),
+            threshold: board.threshold,
+            source: source.to_string(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

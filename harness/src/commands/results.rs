@@ -587,17 +587,7 @@ fn compute(args: &LeaderboardArgs, keep: bool) -> anyhow::Result<(Leaderboard, W
     };
     let vector = weights::weights_for(&board, &burn);
     if keep {
-        let entry = WeightsEntry {
-            id: None,
-            competition: competition.clone(),
-            block,
-            at: time::rfc3339(std::time::SystemTime::now()),
-            uids: vector.uids.clone(),
-            weights: vector.weights.clone(),
-            leader_sha256: vector.winner_sha256.clone(),
-            threshold: board.threshold,
-            source: "computed".into(),
-        };
+        let entry = WeightsEntry::new(&board, &vector, "computed");
         store
             .write(|ledger| ledger.append_weights(&entry))
             .map_err(store_error)?;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use crusades_results::leaderboard;
 use crusades_results::queue::{CommitmentRow, NewCommitment};
-use crusades_results::store::{EvaluationMeta, Store};
+use crusades_results::store::{EvaluationMeta, Store, StoreError};
 use tokio::sync::{Mutex, Notify, RwLock};
 use tracing::{debug, error, info, warn};
 
@@ -144,6 +144,11 @@ impl Daemon {
     pub fn new(config: Config, store_path: PathBuf) -> anyhow::Result<Daemon> {
         let hotkey = Hotkey::load(&config.wallet.source())
             .map_err(|e| crate::InputError(format!("[wallet] {e}")))?;
+        // A device or preset that cannot work would fail every evaluation; say so now, once.
+        crate::commands::setup_device(&config.evaluation.device, config.evaluation.threads)
+            .map_err(|e| crate::InputError(format!("[evaluation] device: {e:#}")))?;
+        crusades_reference::config::WorkloadConfig::from_preset(&config.evaluation.preset)
+            .map_err(|e| crate::InputError(format!("[evaluation] preset: {e}")))?;
         if let Some(dir) = store_path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create {}", dir.display()))?;
@@ -331,6 +336,7 @@ impl Daemon {
             .store()?
             .write(|ledger| {
                 let mut out = Vec::new();
+                let mut skipped = Vec::new();
                 for c in commitments {
                     let raw: &[u8] = c.data.as_deref().unwrap_or(&[]);
                     let parsed = match &c.data {
@@ -352,12 +358,21 @@ impl Daemon {
                             Err(reason) => Err(reason.as_str()),
                         },
                     };
-                    let o = ledger.observe_commitment(&new)?;
-                    out.push((o, c.hotkey.clone(), prefix_url.err()));
+                    match ledger.observe_commitment(&new) {
+                        Ok(o) => out.push((o, c.hotkey.clone(), prefix_url.err())),
+                        // One entry the store cannot hold (an empty hotkey in a file, a
+                        // block beyond i64) is left out; the others are recorded.
+                        Err(StoreError::Invalid(why)) => skipped.push((c.hotkey.clone(), why)),
+                        Err(e) => return Err(e),
+                    }
                 }
-                Ok(out)
+                Ok((out, skipped))
             })
             .map_err(|e| anyhow::anyhow!("recording commitments: {e}"))?;
+        let (observed, skipped) = observed;
+        for (hotkey, why) in skipped {
+            debug!(%hotkey, %why, "commitment left out");
+        }
         let mut new_pending = 0;
         for (o, hotkey, invalid) in observed.iter().filter(|(o, _, _)| o.new) {
             Metrics::inc(&self.metrics.commitments_seen);
@@ -446,9 +461,11 @@ impl Daemon {
             .store(started.elapsed().as_secs(), Ordering::Relaxed);
         let record = match outcome {
             Ok(Ok(record)) => record,
+            // The submission's own faults are a rejected record, not an error: an error is
+            // the harness's (the device, the disk, a worker that could not start), and worth
+            // another try.
             Ok(Err(e)) => {
-                let fatal = e.downcast_ref::<crate::InputError>().is_some();
-                return self.failed(&row, &format!("evaluation: {e:#}"), !fatal);
+                return self.failed(&row, &format!("evaluation: {e:#}"), true);
             }
             Err(join) => {
                 return self.failed(&row, &format!("evaluation panicked: {join}"), true);

@@ -5,7 +5,6 @@
 
 use crusades_results::leaderboard::{self, Leaderboard, ThresholdRule};
 use crusades_results::store::{Store, StoreError};
-use crusades_results::time;
 use crusades_results::weights::{self, WeightVector, WeightsEntry, WeightsRule};
 use serde::Serialize;
 
@@ -80,22 +79,12 @@ pub async fn set_weights_once(
         Some(key) => Some(chain.submit(&call, key).await?),
         None => None,
     };
-    let entry = WeightsEntry {
-        id: None,
-        competition: params.competition.to_string(),
-        block,
-        at: time::rfc3339(std::time::SystemTime::now()),
-        uids: vector.uids.clone(),
-        weights: vector.weights.clone(),
-        leader_sha256: vector.winner_sha256.clone(),
-        threshold: board.threshold,
-        source: if inclusion.is_some() {
-            "set"
-        } else {
-            "dry-run"
-        }
-        .into(),
+    let source = if inclusion.is_some() {
+        "set"
+    } else {
+        "dry-run"
     };
+    let entry = WeightsEntry::new(&board, &vector, source);
     let recorded_id = store.write(|ledger| ledger.append_weights(&entry))?;
     Ok(WeightsOutcome {
         competition: params.competition.to_string(),
