@@ -506,3 +506,56 @@ dashboard = false
     assert!(log.contains("cannot connect to the chain"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
 }
+
+/// What stops the daemon before it starts: each is exit 2 with the key to fix.
+#[test]
+fn a_config_that_cannot_work_is_refused_at_start() {
+    let run = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_crusades"))
+            .args(args)
+            .env("HOME", "/nonexistent")
+            .env_remove("BT_WALLET_PATH")
+            .output()
+            .unwrap()
+    };
+    let printed = run(&["validate", "--print-config"]);
+    assert!(printed.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&printed.stdout),
+        crusades::validator::config::EXAMPLE
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("none.toml");
+    let o = run(&["validate", "--config", missing.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read the config"));
+
+    let cases = [
+        ("[chain]\nurl = \"http://node\"\n", "ws://"),
+        ("[weights]\nburn_rate = 7.0\n", "burn rate"),
+        ("[evaluationn]\n", "evaluationn"),
+        // The default wallet under a HOME without one.
+        (
+            "[evaluation]\ndevice = \"cpu\"\n",
+            "btcli wallet new_hotkey",
+        ),
+        (
+            "[wallet]\nuri = \"//Alice\"\n[evaluation]\ndevice = \"cpu\"\npreset = \"huge\"\n",
+            "[evaluation] preset",
+        ),
+        (
+            "[wallet]\nuri = \"//Alice\"\n[evaluation]\ndevice = \"tpu\"\n",
+            "[evaluation] device",
+        ),
+    ];
+    for (i, (body, expect)) in cases.iter().enumerate() {
+        let path = dir.path().join(format!("c{i}.toml"));
+        let body = format!("store = \"{}\"\n{body}", dir.path().join("r.db").display());
+        std::fs::write(&path, &body).unwrap();
+        let o = run(&["validate", "--config", path.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{body}: {err}");
+        assert!(err.contains(expect), "{body}: {err}");
+    }
+}
