@@ -505,6 +505,25 @@ dashboard = false
     let log = daemon.log();
     assert!(log.contains("cannot connect to the chain"), "{log}");
     assert!(!log.contains("panicked"), "{log}");
+
+    // SIGTERM stops it, cleanly and at once.
+    unsafe {
+        libc::kill(daemon.child.id() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = daemon.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SIGTERM did not stop it:\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "{status}: {}", daemon.log());
+    assert!(daemon.log().contains("shutting down"));
 }
 
 /// What stops the daemon before it starts: each is exit 2 with the key to fix.

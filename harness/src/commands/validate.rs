@@ -61,7 +61,7 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let outcome = runtime.block_on(async move {
         if let Some(addr) = http.addr().map_err(crate::InputError)? {
             let metrics = daemon.metrics();
             let mut app = Router::new().route(
@@ -88,7 +88,11 @@ pub fn run(args: ValidateArgs) -> anyhow::Result<()> {
             });
         }
         daemon.run(super::serve::shutdown_signal()).await
-    })
+    });
+    // Not the runtime's own drop, which would wait for an evaluation in progress to finish:
+    // stopping means now, and the evaluation's workers die with this process.
+    runtime.shutdown_background();
+    outcome
 }
 
 fn metrics_response(metrics: &Metrics) -> impl axum::response::IntoResponse {

@@ -149,7 +149,7 @@ pub fn dev(name: &str) -> Hotkey {
 
 async fn sudo(
     chain: &Subtensor,
-    alice: &Hotkey,
+    key: &Hotkey,
     call: &str,
     fields: Vec<(&str, Value)>,
 ) -> Inclusion {
@@ -161,7 +161,7 @@ async fn sudo(
         )],
     );
     let included = chain
-        .submit(&dynamic::tx("Sudo", "sudo", vec![inner]), alice)
+        .submit(&dynamic::tx("Sudo", "sudo", vec![inner]), key)
         .await
         .unwrap_or_else(|e| panic!("sudo {call}: {e}"));
     let sudid = included
@@ -177,20 +177,21 @@ async fn sudo(
     included
 }
 
-/// Makes //Alice the sudo key with a balance, adds `netuid` (tempo 360: no epoch runs within a
+/// Makes //Ferdie the sudo key with a balance (not //Alice, the tests' validator: a daemon
+/// signing as Alice while the chain is prepared would race it for nonces), adds `netuid` (tempo 360: no epoch runs within a
 /// test's few blocks), lets weights be set at every block with one uid at least, registers
 /// `neurons` in order (uid 0, 1, …) and gives the first `permits` of them a validator permit.
 pub async fn prepare_subnet(chain: &Subtensor, netuid: u16, neurons: &[&Hotkey], permits: usize) {
-    let alice = dev("Alice");
-    let alice_hex = format!("0x{}", hex::encode(alice.account().0));
+    let sudo_key = dev("Ferdie");
+    let sudo_hex = format!("0x{}", hex::encode(sudo_key.account().0));
     chain
-        .request("dev_setStorage", serde_json::json!([[SUDO_KEY, alice_hex]]))
+        .request("dev_setStorage", serde_json::json!([[SUDO_KEY, sudo_hex]]))
         .await
         .unwrap();
     chain
         .request(
             "dev_setStorage",
-            serde_json::json!({"System": {"Account": [[[alice.ss58()],
+            serde_json::json!({"System": {"Account": [[[sudo_key.ss58()],
                 {"providers": 1, "data": {"free": "1000000000000000000"}}]]}}),
         )
         .await
@@ -199,28 +200,28 @@ pub async fn prepare_subnet(chain: &Subtensor, netuid: u16, neurons: &[&Hotkey],
     let n = u(netuid.into());
     sudo(
         chain,
-        &alice,
+        &sudo_key,
         "sudo_add_network",
         vec![("netuid", n.clone()), ("tempo", u(360)), ("modality", u(0))],
     )
     .await;
     sudo(
         chain,
-        &alice,
+        &sudo_key,
         "sudo_set_weights_set_rate_limit",
         vec![("netuid", n.clone()), ("weights_set_rate_limit", u(0))],
     )
     .await;
     sudo(
         chain,
-        &alice,
+        &sudo_key,
         "sudo_set_min_allowed_weights",
         vec![("netuid", n.clone()), ("min_allowed_weights", u(1))],
     )
     .await;
     sudo(
         chain,
-        &alice,
+        &sudo_key,
         "sudo_set_max_weight_limit",
         vec![("netuid", n.clone()), ("max_weight_limit", u(65535))],
     )
@@ -229,7 +230,7 @@ pub async fn prepare_subnet(chain: &Subtensor, netuid: u16, neurons: &[&Hotkey],
         let id = Value::from_bytes(key.account().0);
         sudo(
             chain,
-            &alice,
+            &sudo_key,
             "sudo_register",
             vec![
                 ("netuid", n.clone()),
