@@ -142,22 +142,27 @@ fn status_of(db: &Path) -> Vec<(String, CommitmentStatus, Option<String>, Option
         .collect()
 }
 
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+/// GET over a plain TCP connection; None when nothing answers (yet).
+fn try_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
     write!(
         s,
         "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     )
-    .unwrap();
+    .ok()?;
     let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let status = out[9..12].parse().unwrap();
+    s.read_to_string(&mut out).ok()?;
+    let status = out.get(9..12)?.parse().ok()?;
     let body = out
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
-    (status, body)
+    Some((status, body))
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    try_get(addr, path).unwrap_or_else(|| panic!("GET {path} from {addr} failed"))
 }
 
 #[test]
@@ -364,16 +369,8 @@ listen = "127.0.0.1:{metrics_port}"
 
     // Operations: /metrics and the in-process dashboard.
     let addr: SocketAddr = format!("127.0.0.1:{metrics_port}").parse().unwrap();
-    let (status, metrics) = http_get(addr, "/metrics");
-    assert_eq!(status, 200);
-    let value = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&format!("{name} ")))
-            .unwrap_or_else(|| panic!("{name} missing:\n{metrics}"))
-            .parse()
-            .unwrap()
-    };
+    let value =
+        |name: &str| metric(addr, name).unwrap_or_else(|| panic!("{name} missing from /metrics"));
     assert_eq!(value("crusades_queue_depth"), 0.0);
     assert_eq!(
         value("crusades_evaluations_done_total"),
@@ -392,16 +389,8 @@ listen = "127.0.0.1:{metrics_port}"
 }
 
 fn metric(addr: SocketAddr, name: &str) -> Option<f64> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).ok()?;
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    out.lines()
+    let (_, body) = try_get(addr, "/metrics")?;
+    body.lines()
         .find_map(|l| l.strip_prefix(&format!("{name} ")))?
         .parse()
         .ok()
