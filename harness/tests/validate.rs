@@ -385,6 +385,10 @@ listen = "127.0.0.1:{metrics_port}"
     assert_eq!(status, 200, "{body}");
     let log_text = daemon.log();
     assert!(!log_text.contains("panicked"), "{log_text}");
+    assert!(
+        log_text.contains("call_data=0x0800"),
+        "the weights log names the call data"
+    );
     assert!(!log_text.contains("bottom drive"), "a secret in the log");
 }
 

@@ -630,6 +630,8 @@ impl Daemon {
                     uids = ?o.uids,
                     weights = ?o.weights_u16,
                     dry_run = o.dry_run,
+                    call = %o.call,
+                    call_data = %o.call_data,
                     extrinsic = o.inclusion.as_ref().map(|i| i.extrinsic_hash.as_str()).unwrap_or("-"),
                     events = ?o.inclusion.as_ref().map(|i| i.events.iter().map(|e| format!("{}.{}", e.pallet, e.name)).collect::<Vec<_>>()),
                     "weights {}",
