@@ -587,7 +587,7 @@ impl Ledger<'_> {
             ))
         })?;
         let digest = hex::encode(Sha256::digest(json.as_bytes()));
-        if let Some(id) = self
+        if let Some((id, block)) = self
             .conn
             .query_row(
                 "SELECT id, block FROM evaluations WHERE record_sha256 = ?1",
@@ -596,7 +596,6 @@ impl Ledger<'_> {
             )
             .optional()?
         {
-            let (id, block) = id;
             return Ok(Inserted {
                 id,
                 duplicate: true,

@@ -233,28 +233,23 @@ impl Subtensor {
         Ok(self.at_current().await?.block_number())
     }
 
-    /// The runtime's spec_version at the current block.
-    pub async fn spec_version(&self) -> Result<u32, ChainError> {
-        Ok(self.at_current().await?.spec_version())
-    }
-
-    /// Whether the runtime has `pallet` (and `call` in it, when given).
-    pub async fn has_call(&self, pallet: &str, call: Option<&str>) -> Result<bool, ChainError> {
-        let at = self.at_current().await?;
+    /// Refuses a call the runtime at `at` does not have, naming what is missing.
+    fn require(
+        &self,
+        at: &OnlineClientAtBlock<SubstrateConfig>,
+        pallet: &str,
+        call: &str,
+    ) -> Result<(), ChainError> {
         let metadata = at.metadata();
-        Ok(match metadata.pallet_by_name(pallet) {
-            None => false,
-            Some(p) => call.is_none_or(|c| p.call_variant_by_name(c).is_some()),
-        })
-    }
-
-    async fn require(&self, pallet: &str, call: &str) -> Result<(), ChainError> {
-        if self.has_call(pallet, Some(call)).await? {
+        let present = metadata
+            .pallet_by_name(pallet)
+            .is_some_and(|p| p.call_variant_by_name(call).is_some());
+        if present {
             return Ok(());
         }
         Err(ChainError::Runtime {
             url: self.url.clone(),
-            spec_version: self.spec_version().await?,
+            spec_version: at.spec_version(),
             missing: format!("has no {pallet}.{call}"),
         })
     }
@@ -381,8 +376,8 @@ impl Subtensor {
     /// its events. A dispatch failure is [`ChainError::Failed`] naming the pallet error.
     pub async fn submit(&self, call: &Call, signer: &Hotkey) -> Result<Inclusion, ChainError> {
         let name = format!("{}.{}", call.pallet_name(), call.call_name());
-        self.require(call.pallet_name(), call.call_name()).await?;
         let at = self.at_current().await?;
+        self.require(&at, call.pallet_name(), call.call_name())?;
         let submitting = format!("submitting {name}");
         let mut progress = match tokio::time::timeout(
             self.timeout,

@@ -212,10 +212,10 @@ impl Daemon {
     }
 
     /// The poller's and the queue's connection; never held across an await.
-    fn store(&self) -> anyhow::Result<std::sync::MutexGuard<'_, Store>> {
+    fn store(&self) -> std::sync::MutexGuard<'_, Store> {
         // A task that panicked holding it left no transaction open (Store::write rolls back
         // on unwind), so the connection is still good.
-        Ok(self.store.lock().unwrap_or_else(|e| e.into_inner()))
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Runs the three tasks until one of them fails for good (the store cannot be written)
@@ -253,21 +253,15 @@ impl Daemon {
     }
 
     fn refresh_gauges(&self) {
-        if let Ok(store) = self.store() {
-            let ledger = store.read();
-            if let Ok(n) = ledger.pending_count() {
-                self.metrics.queue_depth.store(n, Ordering::Relaxed);
-            }
-            if let Ok(counts) = ledger.commitment_counts() {
-                self.metrics
-                    .commitments_invalid
-                    .store(counts.invalid, Ordering::Relaxed);
-            }
-            if let Ok(Some(b)) = ledger.state(LAST_WEIGHTS_KEY) {
-                if let Ok(b) = b.parse::<i64>() {
-                    self.metrics.last_weights_block.store(b, Ordering::Relaxed);
-                }
-            }
+        let store = self.store();
+        let ledger = store.read();
+        if let Ok(n) = ledger.pending_count() {
+            self.metrics.queue_depth.store(n, Ordering::Relaxed);
+        }
+        if let Ok(counts) = ledger.commitment_counts() {
+            self.metrics
+                .commitments_invalid
+                .store(counts.invalid, Ordering::Relaxed);
         }
     }
 
@@ -333,7 +327,7 @@ impl Daemon {
     ) -> anyhow::Result<usize> {
         let netuid = self.config.netuid;
         let observed = self
-            .store()?
+            .store()
             .write(|ledger| {
                 let mut out = Vec::new();
                 let mut skipped = Vec::new();
@@ -394,7 +388,7 @@ impl Daemon {
         let idle = Duration::from_secs(self.config.chain.poll_interval_s);
         loop {
             let due = self
-                .store()?
+                .store()
                 .read()
                 .due_commitments(now_unix(), 1)
                 .map_err(|e| anyhow::anyhow!("reading the queue: {e}"))?;
@@ -433,7 +427,7 @@ impl Daemon {
             .with_context(|| format!("cannot keep the component at {}", path.display()))?;
         let validator = self.hotkey.ss58();
         let linked = {
-            let mut store = self.store()?;
+            let mut store = self.store();
             let existing = store
                 .read()
                 .evaluation_of_submission(&fetched.sha256, &self.competition, Some(&validator))
@@ -478,7 +472,7 @@ impl Daemon {
             validator: Some(validator),
         };
         let imported = {
-            let mut store = self.store()?;
+            let mut store = self.store();
             let imported =
                 leaderboard::import(&mut store, &record, &meta, &self.config.weights.threshold())
                     .map_err(|e| anyhow::anyhow!("storing the evaluation: {e}"))?;
@@ -546,7 +540,7 @@ impl Daemon {
             let wait = backoff(attempt, e.retry_min_s, e.retry_max_s);
             warn!(id = row.id, attempt, retry_in_s = wait.as_secs(), %reason, "transient failure; will retry");
             Metrics::inc(&self.metrics.evaluations_retried);
-            self.store()?
+            self.store()
                 .write(|l| l.defer_commitment(row.id, reason, now_unix() + wait.as_secs() as i64))
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
             self.refresh_gauges();
@@ -563,7 +557,7 @@ impl Daemon {
     fn give_up(&self, row: &CommitmentRow, reason: &str) -> anyhow::Result<()> {
         error!(id = row.id, hotkey = %row.hotkey, %reason, "commitment refused");
         Metrics::inc(&self.metrics.evaluations_failed);
-        self.store()?
+        self.store()
             .write(|l| l.fail_commitment(row.id, reason))
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         self.refresh_gauges();
@@ -577,26 +571,33 @@ impl Daemon {
         let interval = self.config.weights.set_weights_interval_blocks;
         // After a failure, wait this many blocks (a tenth of the interval) before trying again.
         let mut not_before = 0u64;
+        // Read once: after that, this task is the only one that moves it.
+        let mut last = self
+            .store()
+            .read()
+            .state(LAST_WEIGHTS_KEY)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .and_then(|s| s.parse::<u64>().ok());
+        if let Some(b) = last {
+            self.metrics
+                .last_weights_block
+                .store(b as i64, Ordering::Relaxed);
+        }
         loop {
             tokio::time::sleep(every).await;
             let Some(block) = self.view.read().await.as_ref().map(|m| m.block) else {
                 continue;
             };
-            let last = self
-                .store()?
-                .read()
-                .state(LAST_WEIGHTS_KEY)
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .and_then(|s| s.parse::<u64>().ok());
             if last.is_some_and(|l| block < l + interval) || block < not_before {
                 debug!(block, ?last, "weights not due");
                 continue;
             }
             match self.set_weights().await {
                 Ok(block) => {
-                    self.store()?
+                    self.store()
                         .write(|l| l.set_state(LAST_WEIGHTS_KEY, &block.to_string()))
                         .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    last = Some(block);
                     self.metrics
                         .last_weights_block
                         .store(block as i64, Ordering::Relaxed);

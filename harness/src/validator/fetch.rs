@@ -109,9 +109,14 @@ pub enum FetchError {
     Client(String),
 }
 
+/// Statuses that may pass by themselves: a timeout, a rate limit, a failing server.
+fn retried(status: u16) -> bool {
+    matches!(status, 408 | 429 | 500..=599)
+}
+
 fn status_advice(status: u16) -> &'static str {
     match status {
-        408 | 429 | 500..=599 => "; it will be retried",
+        s if retried(s) => "; it will be retried",
         300..=399 => " (a redirect that was not followed); commit the URL the file is served from",
         _ => "; commit a URL that serves the file",
     }
@@ -127,9 +132,7 @@ impl FetchError {
             | FetchError::Connect { .. }
             | FetchError::Transfer { .. }
             | FetchError::Sandbox(_) => true,
-            FetchError::Status { status, .. } => {
-                matches!(status, 408 | 429) || (500..=599).contains(status)
-            }
+            FetchError::Status { status, .. } => retried(*status),
             _ => false,
         }
     }
@@ -235,14 +238,8 @@ fn check_url(url: &Url, allow_loopback: bool) -> Result<(), FetchError> {
             url: url.to_string(),
             reason: "it has no host".into(),
         }),
-        Some(Host::Ipv4(v4)) => match forbidden_v4(v4, allow_loopback) {
-            Some(why) => Err(forbidden(format!("{v4} is {why}"))),
-            None => Ok(()),
-        },
-        Some(Host::Ipv6(v6)) => match forbidden_v6(v6, allow_loopback) {
-            Some(why) => Err(forbidden(format!("{v6} is {why}"))),
-            None => Ok(()),
-        },
+        Some(Host::Ipv4(v4)) => check_ip(IpAddr::V4(v4), allow_loopback).map_err(forbidden),
+        Some(Host::Ipv6(v6)) => check_ip(IpAddr::V6(v6), allow_loopback).map_err(forbidden),
         Some(Host::Domain(name)) => {
             if !allow_loopback && is_localhost_name(name) {
                 Err(forbidden(format!("{name} names this machine")))
@@ -250,6 +247,13 @@ fn check_url(url: &Url, allow_loopback: bool) -> Result<(), FetchError> {
                 Ok(())
             }
         }
+    }
+}
+
+fn check_ip(ip: IpAddr, allow_loopback: bool) -> Result<(), String> {
+    match forbidden_reason(ip, allow_loopback) {
+        Some(why) => Err(format!("{ip} is {why}")),
+        None => Ok(()),
     }
 }
 
@@ -279,12 +283,12 @@ impl Resolve for GuardedResolver {
             let mut refused = Vec::new();
             let allowed: Vec<SocketAddr> = found
                 .into_iter()
-                .filter(|a| match forbidden_reason(a.ip(), allow_loopback) {
-                    Some(why) => {
-                        refused.push(format!("{} is {why}", a.ip()));
+                .filter(|a| match check_ip(a.ip(), allow_loopback) {
+                    Err(why) => {
+                        refused.push(why);
                         false
                     }
-                    None => true,
+                    Ok(()) => true,
                 })
                 .collect();
             if allowed.is_empty() {
